@@ -1,0 +1,39 @@
+# Two commands for a new user:  `make run` (the main job)  and  `make test` (the test suite).
+# Both create the virtual environment and install the project on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= configs/hapt.yaml
+
+.PHONY: install run test lint format bench-ingest clean-data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job: the pipeline on the bundled HAPT data (lake under ./lake, outputs under ./runs)
+run: $(STAMP)
+	$(VENV)/bin/cnnlstm run --config $(CONFIG)
+
+## the test suite (what CI runs through .ci/run)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench-ingest: $(STAMP)
+	$(PY) benchmarks/ingest.py
+
+## remove generated data (lake, runs, MLflow store) - not the virtual environment
+clean-data:
+	rm -rf lake runs mlflow.db mlartifacts

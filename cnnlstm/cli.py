@@ -1,0 +1,187 @@
+"""The ``cnnlstm`` command line.
+
+Exit status (all commands): 0 success; 1 the job ran but something needs a look (ingest:
+rows quarantined or files rejected); 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cnnlstm.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a config value: section.key=value")
+]
+
+
+def _load(config: Path, overrides: list[str] | None):
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[str], typer.Argument(help="files, folders or globs (CSV, CSV.gz, Parquet)")
+    ],
+    config: ConfigOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="print a JSON report on stdout")] = False,
+    override: SetOpt = None,
+) -> None:
+    """Land sensor files in the lake: validated, partitioned, idempotent.
+
+    Exit 0 when every row went in clean, 1 when rows were quarantined or files rejected,
+    2 for usage or config errors."""
+    from cnnlstm.ingest import ingest as run_ingest
+    from cnnlstm.lake import expand_sources
+
+    cfg = _load(config, override)
+    try:
+        n = len(expand_sources(paths))
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    with Progress(
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=json_out or n < 2,
+    ) as progress:
+        task = progress.add_task("", total=n)
+
+        def tick(rep):
+            progress.update(task, advance=1, description=rep.name)
+
+        report = run_ingest(cfg, paths, on_file=tick)
+    if json_out:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        _print_ingest(report)
+    raise typer.Exit(0 if report.clean else 1)
+
+
+def _print_ingest(report) -> None:
+    t = Table(title=f"ingest -> {report.lake}", show_lines=False)
+    for c, j in (
+        ("file", "left"),
+        ("outcome", "left"),
+        ("read", "right"),
+        ("accepted", "right"),
+        ("quarantined", "right"),
+        ("duplicates", "right"),
+        ("reason", "left"),
+    ):
+        t.add_column(c, justify=j, overflow="fold")
+    style = {"committed": "green", "skipped": "dim", "rejected": "red"}
+    for f in report.files:
+        t.add_row(
+            f.name,
+            f"[{style[f.outcome]}]{f.outcome}",
+            f"{f.rows_read:,}",
+            f"{f.accepted:,}",
+            f"{f.quarantined:,}" if not f.quarantined else f"[yellow]{f.quarantined:,}",
+            f"{f.duplicates:,}",
+            f.reason or "",
+        )
+    tot = report.totals()
+    t.add_section()
+    t.add_row(
+        "total",
+        f"{tot['committed']} committed, {tot['skipped']} skipped, {tot['rejected']} rejected",
+        f"{tot['rows_read']:,}",
+        f"{tot['accepted']:,}",
+        f"{tot['quarantined']:,}",
+        f"{tot['duplicates']:,}",
+        "",
+    )
+    out.print(t)
+    if tot["rows_read"] == 0 and tot["skipped"] and not tot["rejected"]:
+        out.print("Nothing new: every file was already in the lake (0 rows added).")
+    if not report.clean:
+        out.print(
+            "[yellow]Some rows were quarantined or files rejected:[/yellow] see the reasons "
+            "above, `cnnlstm lake quarantine` and the ledger under _ledger/."
+        )
+
+
+lake_app = typer.Typer(help="Inspect the lake.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("summary")
+def lake_summary_cmd(config: ConfigOpt, override: SetOpt = None) -> None:
+    """Sources, rows, entities and quarantined rows in the lake."""
+    from cnnlstm.lake import lake_summary
+
+    cfg = _load(config, override)
+    print(json.dumps(lake_summary(cfg.lake_uri), indent=1))
+
+
+@lake_app.command("quarantine")
+def lake_quarantine_cmd(
+    config: ConfigOpt,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    override: SetOpt = None,
+) -> None:
+    """Quarantined rows with their reason, source file and row number."""
+    import polars as pl
+
+    from cnnlstm.lake import scan_quarantine
+
+    cfg = _load(config, override)
+    lf = scan_quarantine(cfg.lake_uri)
+    if lf is None:
+        out.print("No quarantined rows.")
+        return
+    with pl.Config(fmt_str_lengths=80, tbl_rows=limit):
+        out.print(lf.select("source_file", "source_row", "reason", "raw").head(limit).collect())
+
+
+def _register_optional() -> None:
+    """Commands of later stages register themselves when their modules are present."""
+    try:
+        from cnnlstm.cli_train import train_command
+    except ImportError:
+        return
+    app.command("train")(train_command)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,265 @@
+"""One YAML config, validated by typed models (pydantic).
+
+Sections: ``data`` (how landing files map to the readings contract), ``lake`` (where the lake
+lives and its safety limits), ``window``, ``model``, ``train`` (owned by their components), and
+``tracking``/``score`` (later stages). ``load_config`` reads a file and applies ``a.b.c=value``
+overrides from the CLI; the resolved config is what every run logs.
+
+Reference: docs/config.md.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cnnlstm.models.config import ModelConfig
+from cnnlstm.train_config import TrainConfig
+from cnnlstm.window_config import WindowConfig
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config file or a CLI override (exit status 2 in the CLI)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntitySpec(_Strict):
+    """Where a row's entity id comes from: exactly one of column, constant, from_filename."""
+
+    column: str | None = None
+    constant: str | None = None
+    from_filename: str | None = Field(
+        default=None,
+        description="regex applied to the file name (without .csv/.csv.gz/.parquet); the group "
+        "named 'entity' (or the whole match) is the id. Use '.*' for the file stem.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EntitySpec:
+        given = [k for k in ("column", "constant", "from_filename") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "data.entity needs exactly one of column, constant, from_filename "
+                f"(got {given or 'none'})"
+            )
+        if self.from_filename is not None:
+            try:
+                re.compile(self.from_filename)
+            except re.error as e:
+                raise ValueError(f"data.entity.from_filename is not a valid regex: {e}") from e
+        return self
+
+
+TimestampFormat = Literal["iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "sample_index"]
+
+
+class TimestampSpec(_Strict):
+    """How the source expresses time. Everything becomes UTC microseconds in the lake."""
+
+    column: str
+    format: TimestampFormat = "iso"
+    timezone: str = Field(
+        default="UTC", description="zone assumed for ISO strings without an offset"
+    )
+    sample_rate_hz: float | None = Field(default=None, gt=0)
+    start: str | None = Field(
+        default=None, description="ISO instant of sample 0 (format: sample_index)"
+    )
+
+    @model_validator(mode="after")
+    def _sample_index_needs_rate(self) -> TimestampSpec:
+        if self.format == "sample_index" and (self.sample_rate_hz is None or self.start is None):
+            raise ValueError("data.timestamp.format=sample_index needs sample_rate_hz and start")
+        return self
+
+
+class ChannelSpec(_Strict):
+    name: str = Field(description="name in the lake (float32 column)")
+    source: str | None = Field(
+        default=None, description="column in the landing file (default: name)"
+    )
+    unit: str | None = None
+    min: float | None = Field(default=None, description="smallest plausible value (inclusive)")
+    max: float | None = Field(default=None, description="largest plausible value (inclusive)")
+
+    @property
+    def src(self) -> str:
+        return self.source or self.name
+
+    @model_validator(mode="after")
+    def _range(self) -> ChannelSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"channel {self.name}: min {self.min} > max {self.max}")
+        return self
+
+
+class LabelSpec(_Strict):
+    column: str
+    dtype: Literal["int", "string"] = "int"
+
+
+ExtraType = Literal["string", "int", "float", "bool"]
+
+_RESERVED = {"entity_id", "timestamp", "label", "date"}
+
+
+class CsvOptions(_Strict):
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote_char: str | None = '"'
+    null_values: list[str] = Field(default_factory=lambda: [""])
+
+
+class DataConfig(_Strict):
+    """Maps landing-file columns to the readings contract."""
+
+    name: str = "dataset"
+    entity: EntitySpec
+    timestamp: TimestampSpec
+    channels: list[ChannelSpec] = Field(min_length=1)
+    label: LabelSpec | None = None
+    columns: dict[str, ExtraType] = Field(
+        default_factory=dict, description="extra metadata columns to keep, with their type"
+    )
+    keep_other_columns: bool = Field(
+        default=False, description="keep undeclared columns too (as strings)"
+    )
+    allow_missing_channels: bool = Field(
+        default=False, description="accept null channel values (NaN and inf are always rejected)"
+    )
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+    @model_validator(mode="after")
+    def _names(self) -> DataConfig:
+        names = [c.name for c in self.channels]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"data.channels: duplicate names {sorted(dup)}")
+        bad = (set(names) | set(self.columns)) & _RESERVED
+        if bad:
+            raise ValueError(f"data: reserved column names used: {sorted(bad)}")
+        clash = set(names) & set(self.columns)
+        if clash:
+            raise ValueError(f"data.columns repeats channel names {sorted(clash)}")
+        return self
+
+    @property
+    def channel_names(self) -> list[str]:
+        return [c.name for c in self.channels]
+
+    def required_source_columns(self) -> list[str]:
+        cols = [c.src for c in self.channels] + [self.timestamp.column]
+        if self.entity.column:
+            cols.append(self.entity.column)
+        if self.label:
+            cols.append(self.label.column)
+        cols += list(self.columns)
+        return list(dict.fromkeys(cols))
+
+
+class LakeConfig(_Strict):
+    uri: str = Field(default="lake", description="local folder (relative to the config) or a URI")
+    max_file_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="files over this are rejected"
+    )
+    max_rows_per_file: int = Field(default=500_000_000, gt=0)
+    compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
+
+    @field_validator("uri")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("lake.uri is empty")
+        return v
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(default=None, description="MLflow tracking URI (default: sqlite file)")
+    experiment: str = "cnnlstm"
+    registered_model: str | None = None
+
+
+class ScoreConfig(_Strict):
+    model_uri: str | None = None
+    output: str = "predictions"
+    batch_size: int = Field(default=4096, gt=0)
+
+
+class Config(_Strict):
+    data: DataConfig
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+
+    # where the file was read from: relative paths (lake.uri, outputs) resolve against it
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def resolve_path(self, p: str) -> str:
+        """A local relative path is taken relative to the config file; URIs pass through."""
+        if "://" in p or Path(p).is_absolute():
+            return p
+        return str((self.base_dir / p).resolve())
+
+    @property
+    def lake_uri(self) -> str:
+        return self.resolve_path(self.lake.uri)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    key, _, value = item.partition("=")
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node = nxt
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config file. Raises ConfigError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return config_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+
+
+def config_from_dict(
+    raw: dict[str, Any], base_dir: Path | None = None, source: str = "config"
+) -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from None
+    if base_dir is not None:
+        cfg.base_dir = base_dir
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (what runs log)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

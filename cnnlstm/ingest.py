@@ -1,0 +1,764 @@
+"""Ingest landing files (CSV, CSV.gz, Parquet) into the readings lake.
+
+Per source file::
+
+    bytes -> sha256 -> already in the ledger? (skip: same content under any name adds nothing)
+          -> parse (no reader option that drops or truncates lines; ragged lines are quarantined
+             with their row number) -> map columns to the contract (entity, UTC-us timestamp,
+             float32 channels, label, metadata) -> validate with pandera (lazy: every failure)
+          -> drop identical duplicates, quarantine conflicting ones (in the file and vs the lake)
+          -> under the commit lock: write partitions + quarantine atomically, ledger record last.
+
+Accounting, per file: ``rows_read == accepted + quarantined + duplicates``. A file-level problem
+(empty, header only, not UTF-8, wrong delimiter, missing columns, over the size cap, corrupt gzip
+or Parquet, ...) rejects the file with a reason, records it in the ledger and lets the batch go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import pandera.errors as pa_errors
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cnnlstm import __version__
+from cnnlstm.config import Config, DataConfig
+from cnnlstm.lake import LEDGER, QUARANTINE, Lake, expand_sources, read_bytes, source_size
+from schemas.readings import (
+    EXTRA_DTYPES,
+    LABEL_DTYPES,
+    READINGS_KEY,
+    TIMESTAMP_DTYPE,
+    QuarantineRows,
+    lake_schema,
+    landed_schema,
+)
+
+log = logging.getLogger("cnnlstm.ingest")
+
+ROW = "_row"  # 1-based data row number in the source file (header excluded)
+ERR = "_err"
+DATE = "_date"
+# timestamps outside this range are almost always an epoch-unit mistake
+TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2200, 1, 1, tzinfo=UTC)
+ISO_AWARE = ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"]
+ISO_NAIVE = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
+
+
+class FileRejected(Exception):
+    """A file-level problem: the whole file is rejected with this reason."""
+
+
+@dataclass
+class FileReport:
+    source: str
+    sha256: str | None = None
+    outcome: str = "pending"  # committed | skipped | rejected
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    reason: str | None = None
+    files_written: int = 0
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.source).name
+
+    def check_accounting(self) -> None:
+        assert self.rows_read == self.accepted + self.quarantined + self.duplicates, asdict(self)
+
+
+@dataclass
+class IngestReport:
+    lake: str
+    files: list[FileReport] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        keys = ("rows_read", "accepted", "quarantined", "duplicates")
+        t = {k: sum(getattr(f, k) for f in self.files) for k in keys}
+        for o in ("committed", "skipped", "rejected"):
+            t[o] = sum(f.outcome == o for f in self.files)
+        return t
+
+    @property
+    def clean(self) -> bool:
+        return all(f.outcome != "rejected" and f.quarantined == 0 for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lake": self.lake,
+            "clean": self.clean,
+            "totals": self.totals(),
+            "files": [asdict(f) | {"name": f.name} for f in self.files],
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# public entry points
+
+
+def ingest(
+    cfg: Config,
+    inputs: list[str],
+    on_file: Callable[[FileReport], None] | None = None,
+) -> IngestReport:
+    """Ingest files, folders and globs into ``cfg``'s lake. Never raises for a bad file: its
+    report says ``rejected`` and why. ``on_file`` is called after each file (progress)."""
+    lake = Lake(cfg.lake_uri)
+    lake.ensure()
+    report = IngestReport(lake=cfg.lake_uri)
+    for src in expand_sources(inputs):
+        rep = ingest_file(cfg, lake, src)
+        report.files.append(rep)
+        if on_file:
+            on_file(rep)
+    return report
+
+
+def ingest_file(cfg: Config, lake: Lake, source: str) -> FileReport:
+    t0 = time.perf_counter()
+    rep = FileReport(source=source)
+    try:
+        _ingest_one(cfg, lake, source, rep)
+    except FileRejected as e:
+        rep.outcome, rep.reason = "rejected", str(e)
+        rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
+        log.warning("rejected %s: %s", source, e)
+        _record_rejection(lake, rep, cfg)
+    rep.seconds = round(time.perf_counter() - t0, 3)
+    rep.check_accounting()
+    return rep
+
+
+# ------------------------------------------------------------------------------------------------
+# one file
+
+
+def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
+    try:
+        size = source_size(source)
+    except (OSError, FileNotFoundError) as e:
+        raise FileRejected(f"cannot read file: {e}") from e
+    if size > cfg.lake.max_file_bytes:
+        raise FileRejected(
+            f"file is {size} bytes, over the cap lake.max_file_bytes={cfg.lake.max_file_bytes}"
+        )
+    try:
+        data = read_bytes(source)
+    except OSError as e:
+        raise FileRejected(f"cannot read file: {e}") from e
+    rep.sha256 = hashlib.sha256(data).hexdigest()
+    prev = lake.ledger_record(rep.sha256)
+    if prev is not None:
+        rep.outcome = "skipped"
+        rep.reason = f"same content already ingested from {prev['source']} at {prev['finished_at']}"
+        return
+
+    src, bad = read_source(
+        data, source, cfg.data, cfg.lake.max_file_bytes, cfg.lake.max_rows_per_file
+    )
+    rep.rows_read = src.height + len(bad)
+    entity = _entity_from_filename(cfg.data, source)
+    mapped = map_columns(src, cfg.data, entity)
+    good, quarantine = split_valid(src, mapped, cfg.data)
+    quarantine = pl.concat([_bad_rows_frame(bad), quarantine], how="vertical")
+    good, dupq, n_dups = dedup_in_file(src, good, cfg.data)
+    quarantine = pl.concat([quarantine, dupq], how="vertical")
+
+    with lake.commit_lock():
+        lake.clean_tmp()
+        if (prev := lake.ledger_record(rep.sha256)) is not None:  # a concurrent ingest won
+            rep.outcome = "skipped"
+            rep.rows_read = 0
+            rep.reason = f"same content committed concurrently from {prev['source']}"
+            return
+        good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data)
+        quarantine = pl.concat([quarantine, lakeq], how="vertical")
+        rep.duplicates = n_dups + n_lake_dups
+        rep.accepted = good.height
+        rep.quarantined = quarantine.height
+        rep.check_accounting()
+        _commit(cfg, lake, source, rep, good, quarantine)
+    rep.outcome = "committed"
+
+
+def _commit(
+    cfg: Config,
+    lake: Lake,
+    source: str,
+    rep: FileReport,
+    good: pl.DataFrame,
+    quarantine: pl.DataFrame,
+) -> None:
+    assert rep.sha256 is not None
+    sha16 = rep.sha256[:16]
+    started = datetime.now(UTC)
+    files: list[dict[str, Any]] = []
+    if good.height:
+        lake_schema(cfg.data).validate(good.drop(ROW, DATE).lazy())  # schema-level contract check
+        for (entity_id, date), part in good.partition_by(
+            ["entity_id", DATE], as_dict=True, maintain_order=True
+        ).items():
+            part = part.sort("timestamp").drop(ROW, DATE)
+            rel = f"{lake.partition_dir(entity_id, date.isoformat())}/part-{sha16}.parquet"
+            n = lake.write_parquet(part.to_arrow(), rel, cfg.lake.compression)
+            files.append({"path": rel, "entity_id": entity_id, "date": date.isoformat(), "rows": n})
+    qfile = None
+    if quarantine.height:
+        qdf = quarantine.sort("source_row").select(
+            source_file=pl.lit(source),
+            source_sha256=pl.lit(rep.sha256),
+            source_row=pl.col("source_row").cast(pl.Int64),
+            reason=pl.col("reason"),
+            raw=pl.col("raw"),
+            ingested_at=pl.lit(started).cast(TIMESTAMP_DTYPE),
+        )
+        QuarantineRows.validate(qdf, lazy=True)
+        qfile = f"{QUARANTINE}/part-{sha16}.parquet"
+        lake.write_parquet(qdf.to_arrow(), qfile, cfg.lake.compression)
+    rep.files_written = len(files) + (qfile is not None)
+    record = {
+        "sha256": rep.sha256,
+        "source": source,
+        "name": rep.name,
+        "outcome": "committed",
+        "rows_read": rep.rows_read,
+        "accepted": rep.accepted,
+        "quarantined": rep.quarantined,
+        "duplicates": rep.duplicates,
+        "files": files,
+        "quarantine_file": qfile,
+        "dataset": cfg.data.name,
+        "cnnlstm_version": __version__,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    lake.write_json(record, f"{LEDGER}/{rep.sha256}.json")  # the commit point
+
+
+def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:
+    key = rep.sha256 or hashlib.sha256(rep.source.encode()).hexdigest()
+    rec = {
+        "sha256": rep.sha256,
+        "source": rep.source,
+        "name": rep.name,
+        "outcome": "rejected",
+        "reason": rep.reason,
+        "dataset": cfg.data.name,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    try:
+        with lake.commit_lock():
+            lake.clean_tmp()
+            lake.write_json(rec, f"{LEDGER}/rejected/{key}.json")
+    except OSError as e:  # the report still says rejected; the ledger could not be written
+        log.error("could not record rejection of %s in the ledger: %s", rep.source, e)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+def _entity_from_filename(cfg: DataConfig, source: str) -> str | None:
+    if cfg.entity.from_filename is None:
+        return cfg.entity.constant
+    name = PurePosixPath(source).name
+    stem = re.sub(r"(\.csv\.gz|\.csv|\.parquet|\.pq)$", "", name, flags=re.IGNORECASE)
+    m = re.search(cfg.entity.from_filename, stem)
+    if not m:
+        raise FileRejected(
+            f"file name {name!r} does not match "
+            f"data.entity.from_filename {cfg.entity.from_filename!r}"
+        )
+    ent = m.groupdict().get("entity") or m.group(0)
+    if not ent:
+        raise FileRejected(f"data.entity.from_filename gave an empty entity id for {name!r}")
+    return ent
+
+
+def read_source(
+    data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """Parse a source file. Returns the frame of parsed rows (source columns + ``_row``) and the
+    rows that could not be parsed at all, as ``(row, reason, raw text)``."""
+    if len(data) == 0:
+        raise FileRejected("empty file (0 bytes)")
+    lower = source.lower()
+    if lower.endswith((".parquet", ".pq")) or data[:4] == b"PAR1":
+        return _read_parquet(data, cfg, max_rows), []
+    if lower.endswith(".gz") or data[:2] == b"\x1f\x8b":
+        data = _gunzip(data, max_bytes)
+        if len(data) == 0:
+            raise FileRejected("empty file (gzip holds 0 bytes)")
+    return _read_csv(data, cfg)
+
+
+def _gunzip(data: bytes, max_bytes: int) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+            out = g.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise FileRejected(f"corrupt gzip: {e}") from e
+    if len(out) > max_bytes:
+        raise FileRejected(f"decompressed size over the cap lake.max_file_bytes={max_bytes}")
+    return out
+
+
+def _read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+        if pf.metadata.num_rows > max_rows:
+            raise FileRejected(
+                f"Parquet file declares {pf.metadata.num_rows} rows, "
+                f"over lake.max_rows_per_file={max_rows}"
+            )
+        table = pf.read()
+    except FileRejected:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise FileRejected(f"corrupt or unreadable Parquet: {e}") from e
+    if table.num_rows == 0:
+        raise FileRejected("Parquet file has no rows")
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise FileRejected(f"duplicate column names: {names}")
+    _check_columns(names, cfg)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    for ch in cfg.channels:
+        dt = df.schema[ch.src]
+        if not (dt.is_numeric() or dt == pl.String):
+            raise FileRejected(f"column {ch.src!r} has type {dt}, expected a number")
+    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _check_columns(names: list[str], cfg: DataConfig) -> None:
+    missing = [c for c in cfg.required_source_columns() if c not in names]
+    if not missing:
+        return
+    if len(names) == 1:
+        for d in (";", "\t", "|", ","):
+            if d != cfg.csv.delimiter and d in names[0]:
+                raise FileRejected(
+                    f"wrong delimiter: the header is one column {names[0][:80]!r}; it looks "
+                    f"{d!r}-separated but data.csv.delimiter is {cfg.csv.delimiter!r}"
+                )
+    raise FileRejected(f"missing required columns {missing}; the file has {names}")
+
+
+def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # UTF-8 byte order mark
+    if not data.strip():
+        raise FileRejected("empty file (only whitespace)")
+    header_line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        header_text = header_line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
+    header = next(
+        csv.reader([header_text], delimiter=cfg.csv.delimiter, quotechar=cfg.csv.quote_char or '"')
+    )
+    if len(set(header)) != len(header):
+        raise FileRejected(f"duplicate column names in the header: {header}")
+    _check_columns(header, cfg)
+    body = data[len(header_line) :].strip(b"\r\n")
+    if not body:
+        raise FileRejected("header only: no data rows")
+
+    channels = {ch.src for ch in cfg.channels}
+    opts = dict(
+        separator=cfg.csv.delimiter,
+        quote_char=cfg.csv.quote_char,
+        null_values=cfg.csv.null_values,
+        infer_schema=False,
+        raise_if_empty=False,
+    )
+    # fast path: channels parsed as floats by polars; everything else as text, cast later
+    try:
+        df = pl.read_csv(data, schema_overrides={c: pl.Float64 for c in channels}, **opts)
+        if df[header[-1]].null_count() == 0:  # a short (ragged) line would leave trailing nulls
+            return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
+    except pl.exceptions.PolarsError:
+        pass
+    return _read_csv_careful(data, header, cfg)
+
+
+def _read_csv_careful(
+    data: bytes, header: list[str], cfg: DataConfig
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """Record by record with the csv module: every line is either a row or a quarantined line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise FileRejected(f"not UTF-8: invalid byte 0x{data[e.start]:02x} on line {line}") from e
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=cfg.csv.delimiter,
+        quotechar=cfg.csv.quote_char or '"',
+        strict=True,
+    )
+    ncol = len(header)
+    nulls = set(cfg.csv.null_values)
+    cols: list[list[str | None]] = [[] for _ in range(ncol)]
+    rows: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    try:
+        next(reader)  # header
+        for i, rec in enumerate(reader, start=1):
+            if not rec or rec == [""] * len(rec) and len(rec) <= 1:
+                bad.append((i, "blank line", ""))
+                continue
+            if len(rec) != ncol:
+                bad.append(
+                    (
+                        i,
+                        f"ragged line: {len(rec)} fields, the header has {ncol}",
+                        cfg.csv.delimiter.join(rec),
+                    )
+                )
+                continue
+            rows.append(i)
+            for j, v in enumerate(rec):
+                cols[j].append(None if v in nulls else v)
+    except csv.Error as e:
+        raise FileRejected(f"unparseable CSV near line {reader.line_num}: {e}") from e
+    if not rows and not bad:
+        raise FileRejected("header only: no data rows")
+    df = pl.DataFrame(
+        {h: pl.Series(h, c, dtype=pl.String) for h, c in zip(header, cols, strict=True)}
+    )
+    return df.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)), bad
+
+
+# ------------------------------------------------------------------------------------------------
+# mapping to the contract
+
+
+def _conv_error(raw: pl.Expr, typed: pl.Expr, what: str) -> pl.Expr:
+    return pl.when(raw.is_not_null() & typed.is_null()).then(
+        pl.format("{}: cannot parse '{}'", pl.lit(what), raw.cast(pl.String))
+    )
+
+
+def _to_number(df: pl.DataFrame, col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
+    src = df.schema[col]
+    if src == pl.String:
+        typed = pl.col(col).str.strip_chars().cast(dtype, strict=False)
+        return typed, _conv_error(pl.col(col), typed, col)
+    if src.is_numeric() or src == pl.Boolean:
+        return pl.col(col).cast(dtype, strict=False), None
+    raise FileRejected(f"column {col!r} has type {src}, expected {dtype}")
+
+
+def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | None]:
+    ts = cfg.timestamp
+    col, src = ts.column, df.schema[ts.column]
+    raw = pl.col(col)
+    if ts.format == "iso":
+        if isinstance(src, pl.Datetime):
+            e = (
+                raw.dt.convert_time_zone("UTC")
+                if src.time_zone
+                else raw.dt.replace_time_zone(
+                    ts.timezone, ambiguous="null", non_existent="null"
+                ).dt.convert_time_zone("UTC")
+            )
+            return e.cast(TIMESTAMP_DTYPE), None
+        if src != pl.String:
+            raise FileRejected(
+                f"timestamp column {col!r} has type {src}; data.timestamp.format=iso wants text"
+            )
+        s = raw.str.strip_chars()
+        aware = [
+            s.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in ISO_AWARE
+        ]
+        naive = [
+            s.str.to_datetime(f, time_unit="us", strict=False)
+            .dt.replace_time_zone(ts.timezone, ambiguous="null", non_existent="null")
+            .dt.convert_time_zone("UTC")
+            for f in ISO_NAIVE
+        ]
+        typed = pl.coalesce(aware + naive).cast(TIMESTAMP_DTYPE)
+    elif ts.format == "sample_index":
+        n, err = _to_number(df, col, pl.Int64)
+        assert ts.start is not None and ts.sample_rate_hz is not None
+        start = datetime.fromisoformat(ts.start.replace("Z", "+00:00"))
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        step_us = 1e6 / ts.sample_rate_hz
+        offset = (n.cast(pl.Float64) * step_us).round().cast(pl.Int64)
+        typed = pl.when(n >= 0).then(
+            pl.lit(start).cast(TIMESTAMP_DTYPE) + pl.duration(microseconds=offset)
+        )
+    else:
+        unit = ts.format.removeprefix("epoch_")
+        if unit in ("us", "ns"):
+            n, _ = _to_number(df, col, pl.Int64)
+            us = n if unit == "us" else n.floordiv(1000)
+        else:
+            n, _ = _to_number(df, col, pl.Float64)
+            us = (
+                pl.when(n.is_finite())
+                .then((n * (1e6 if unit == "s" else 1e3)).round())
+                .cast(pl.Int64, strict=False)
+            )
+        typed = pl.from_epoch(us, time_unit="us").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE)
+    typed = pl.when((typed >= TS_MIN) & (typed < TS_MAX)).then(typed)
+    err = pl.when(raw.is_not_null() & typed.is_null()).then(
+        pl.format(
+            "timestamp: cannot parse or out of range [1970, 2200) as {}: '{}'",
+            pl.lit(ts.format),
+            raw.cast(pl.String),
+        )
+    )
+    return typed, err
+
+
+def map_columns(src: pl.DataFrame, cfg: DataConfig, entity: str | None) -> pl.DataFrame:
+    """Source columns -> contract columns (+ ``_row`` and ``_err``, the conversion failures)."""
+    exprs: dict[str, pl.Expr] = {ROW: pl.col(ROW)}
+    errs: list[pl.Expr] = []
+    if cfg.entity.column:
+        exprs["entity_id"] = pl.col(cfg.entity.column).cast(pl.String)
+    else:
+        exprs["entity_id"] = pl.lit(entity, dtype=pl.String)
+    ts, err = _timestamp(src, cfg)
+    exprs["timestamp"] = ts
+    if err is not None:
+        errs.append(err)
+    for ch in cfg.channels:
+        typed, err = _to_number(src, ch.src, pl.Float64)
+        exprs[ch.name] = typed.cast(pl.Float32)
+        if err is not None:
+            errs.append(err)
+    if cfg.label is not None:
+        dtype = LABEL_DTYPES[cfg.label.dtype]
+        if dtype == pl.String:
+            exprs["label"] = pl.col(cfg.label.column).cast(pl.String)
+        else:
+            typed, err = _to_number(src, cfg.label.column, dtype)
+            exprs["label"] = typed
+            if err is not None:
+                errs.append(err)
+    for name, kind in cfg.columns.items():
+        dtype = EXTRA_DTYPES[kind]
+        if dtype == pl.String:
+            exprs[name] = pl.col(name).cast(pl.String)
+        elif dtype == pl.Boolean and src.schema[name] == pl.String:
+            low = pl.col(name).str.strip_chars().str.to_lowercase()
+            typed = (
+                pl.when(low.is_in(["true", "1", "yes"]))
+                .then(True)
+                .when(low.is_in(["false", "0", "no"]))
+                .then(False)
+            )
+            exprs[name] = typed
+            errs.append(_conv_error(pl.col(name), typed, name))
+        else:
+            typed, err = _to_number(src, name, dtype)
+            exprs[name] = typed
+            if err is not None:
+                errs.append(err)
+    if cfg.keep_other_columns:
+        known = set(cfg.required_source_columns()) | {ROW}
+        for c in src.columns:
+            if c not in known and c not in exprs:
+                exprs[c] = pl.col(c).cast(pl.String)
+    if errs:  # concat_str of all-null parts gives "", not null
+        joined = pl.concat_str(errs, separator="; ", ignore_nulls=True)
+        exprs[ERR] = pl.when(joined.str.len_bytes() > 0).then(joined)
+    else:
+        exprs[ERR] = pl.lit(None, pl.String)
+    return src.select(**exprs)
+
+
+# ------------------------------------------------------------------------------------------------
+# validation and duplicates
+
+
+def _raw_json(src: pl.DataFrame, idx: pl.Series) -> pl.Series:
+    """The original values of rows ``idx`` (positions in ``src``) as JSON objects."""
+    rows = src.drop(ROW)[idx]
+    return rows.select(pl.struct(pl.all().cast(pl.String)).struct.json_encode().alias("raw"))["raw"]
+
+
+def _qframe(src: pl.DataFrame, pos: pl.Series, reasons: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "source_row": src[ROW][pos],
+            "reason": reasons.cast(pl.String),
+            "raw": _raw_json(src, pos),
+        },
+        schema={"source_row": pl.Int64, "reason": pl.String, "raw": pl.String},
+    )
+
+
+def _bad_rows_frame(bad: list[tuple[int, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "source_row": [b[0] for b in bad],
+            "reason": [b[1] for b in bad],
+            "raw": [json.dumps({"line": b[2]}) for b in bad],
+        },
+        schema={"source_row": pl.Int64, "reason": pl.String, "raw": pl.String},
+    )
+
+
+def split_valid(
+    src: pl.DataFrame, mapped: pl.DataFrame, cfg: DataConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Conversion failures and pandera failures -> quarantine; the rest is returned, with
+    ``_row`` kept and a ``_date`` partition column added. Row order is preserved."""
+    mapped = mapped.with_row_index("_pos")
+    conv_bad = mapped.filter(pl.col(ERR).is_not_null())
+    rest = mapped.filter(pl.col(ERR).is_null()).drop(ERR)
+    qparts = [_qframe(src, conv_bad["_pos"], conv_bad[ERR])] if conv_bad.height else []
+
+    reasons = _pandera_failures(rest.drop("_pos", ROW), cfg)
+    if reasons is not None and reasons.height:
+        rest = rest.with_row_index("_vpos")
+        hit = rest.join(reasons, left_on="_vpos", right_on="index", how="inner")
+        qparts.append(_qframe(src, hit["_pos"], hit["reason"]))
+        rest = rest.join(reasons, left_on="_vpos", right_on="index", how="anti").drop("_vpos")
+    good = rest.drop("_pos").with_columns(pl.col("timestamp").dt.date().alias(DATE))
+    q = pl.concat(qparts) if qparts else _bad_rows_frame([])
+    return good, q
+
+
+def _pandera_failures(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame | None:
+    """Row index -> readable reason, from pandera's failure cases (every failure collected)."""
+    try:
+        landed_schema(cfg).validate(df, lazy=True)
+        return None
+    except pa_errors.SchemaErrors as e:
+        fc = e.failure_cases
+    schema_level = fc.filter(pl.col("index").is_null())
+    if schema_level.height:  # a whole-column problem (type), not a row problem
+        msgs = [
+            f"{r['column']}: {r['check']} ({r['failure_case']})" for r in schema_level.to_dicts()
+        ]
+        raise FileRejected("schema check failed: " + "; ".join(msgs))
+    fc = fc.with_columns(
+        check=pl.col("check").replace({"not_nullable": "missing value"}),
+        _nonfinite=pl.col("failure_case").is_in(["NaN", "inf", "-inf"]),
+    )
+    # a NaN fails `not null`, `finite` and the range checks at once: name it once
+    fc = fc.filter(~pl.col("_nonfinite") | (pl.col("check") == "NaN or infinite value"))
+    return (
+        fc.group_by("index", maintain_order=True)
+        .agg(
+            pl.format("{}: {} (value {})", "column", "check", "failure_case")
+            .str.join("; ")
+            .alias("reason")
+        )
+        .with_columns(pl.col("index").cast(pl.UInt32))
+    )
+
+
+def _value_cols(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in (ROW, DATE, "_pos")]
+
+
+def dedup_in_file(
+    src: pl.DataFrame, good: pl.DataFrame, cfg: DataConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Identical rows with the same key: keep the first, count the rest as duplicates.
+    Rows of a key whose values disagree: all quarantined (we cannot tell which is right)."""
+    dup = good.select(pl.struct(READINGS_KEY).is_duplicated()).to_series()
+    if not dup.any():
+        return good, _bad_rows_frame([]), 0
+    d = good.filter(dup)
+    rest = good.filter(~dup)
+    vals = _value_cols(d)
+    d = d.with_columns(
+        _n=pl.struct(vals).n_unique().over(READINGS_KEY),
+        _rows=pl.col(ROW).cast(pl.String).str.join(",").over(READINGS_KEY),
+    )
+    identical = d.filter(pl.col("_n") == 1)
+    keep = identical.unique(READINGS_KEY, keep="first", maintain_order=True)
+    n_dups = identical.height - keep.height
+    conflicting = d.filter(pl.col("_n") > 1)
+    pos = _positions(src, conflicting[ROW])
+    q = _qframe(
+        src,
+        pos,
+        conflicting.select(
+            pl.format("conflicting duplicate of (entity_id, timestamp): rows {} disagree", "_rows")
+        ).to_series(),
+    )
+    good = pl.concat([rest, keep.drop("_n", "_rows")]).sort(ROW)
+    return good, q, n_dups
+
+
+def _positions(src: pl.DataFrame, rows: pl.Series) -> pl.Series:
+    """Positions in ``src`` of the given source row numbers."""
+    idx = src.select(pl.col(ROW)).with_row_index("_p")
+    return pl.DataFrame({ROW: rows}).join(idx, on=ROW, how="left", maintain_order="left")["_p"]
+
+
+def dedup_against_lake(
+    lake: Lake, src: pl.DataFrame, good: pl.DataFrame, cfg: DataConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Rows whose key is already in the lake: identical -> dropped as duplicates; different ->
+    quarantined, naming the lake file that holds the other value."""
+    if not good.height:
+        return good, _bad_rows_frame([]), 0
+    parts = good.select("entity_id", DATE).unique()
+    wanted = {(e, d.isoformat()) for e, d in parts.iter_rows()}
+    existing = [f for f in lake.data_files() if (f.entity_id, f.date) in wanted]
+    if not existing:
+        return good, _bad_rows_frame([]), 0
+    vals = _value_cols(good)
+    lake_rows = pl.concat(
+        [
+            pl.read_parquet(lake.uri_of(f.path)).with_columns(_lake_file=pl.lit(f.path))
+            for f in existing
+        ],
+        how="diagonal_relaxed",
+    )
+    common = [c for c in vals if c in lake_rows.columns and c not in READINGS_KEY]
+    j = good.join(
+        lake_rows.select(READINGS_KEY + common + ["_lake_file"]),
+        on=READINGS_KEY,
+        how="left",
+        suffix="_lake",
+        maintain_order="left",
+    )
+    hit = pl.col("_lake_file").is_not_null()
+    same = pl.all_horizontal(
+        [pl.col(c).eq_missing(pl.col(f"{c}_lake")) for c in common] or [pl.lit(True)]
+    )
+    j = j.with_columns(_hit=hit, _same=same)
+    dups = j.filter(pl.col("_hit") & pl.col("_same"))
+    conf = j.filter(pl.col("_hit") & ~pl.col("_same"))
+    keep = j.filter(~pl.col("_hit")).select(good.columns)
+    q = _qframe(
+        src,
+        _positions(src, conf[ROW]),
+        conf.select(
+            pl.format(
+                "conflicts with the row already in the lake for (entity_id, timestamp) in {}",
+                "_lake_file",
+            )
+        ).to_series(),
+    )
+    return keep, q, dups.height

@@ -1,0 +1,110 @@
+"""Typed config of the windowing stage: how lake rows become labelled, split, normalised windows.
+
+No torch here: the config layer must import without the training stack.
+Reference: docs/training.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LabelStrategy = Literal["last", "majority", "any_positive", "regression_end", "forecast", "entity"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """How windows are divided into train / val / test.
+
+    - ``entity``: whole entities go to one part (seeded shuffle of the entity ids).
+    - ``time``: every entity is cut in time (train first, then val, then test) and windows that
+      come within ``purge_s`` of a cut are dropped, so no window of a later part overlaps an
+      earlier part.
+    - ``column``: an entity-level metadata column decides test (``test_values``); validation is
+      carved from the remaining entities, by entity (or by ``val_group_column`` if set, e.g. the
+      user, so no user is in both train and val).
+    """
+
+    method: Literal["entity", "time", "column"] = "entity"
+    column: str = "split"
+    test_values: list[str | int] = Field(default_factory=lambda: ["test"])
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    val_group_column: str | None = Field(
+        default=None, description="carve validation by this entity-level column (e.g. user)"
+    )
+    purge_s: float = Field(default=0.0, ge=0.0, description="gap kept around time cuts (seconds)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.method != "column" and self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("window.split: val_fraction + test_fraction must be < 1")
+        return self
+
+
+class WindowConfig(_Strict):
+    """Sliding windows over each entity's time-ordered stream.
+
+    Defaults are HAPT's: 128 samples (2.56 s at 50 Hz), 50 % overlap, majority label.
+    """
+
+    size: int = Field(default=128, gt=0, description="samples per window (L)")
+    stride: int = Field(default=64, gt=0, description="samples between window starts")
+    train_stride: int | None = Field(
+        default=None, gt=0, description="denser stride for training windows only (augmentation)"
+    )
+    sample_rate_hz: float | None = Field(
+        default=None, gt=0, description="resample every stream to this rate (linear)"
+    )
+    gap_tolerance_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a time step over this splits the stream; default 1.5x the median step",
+    )
+    short: Literal["drop", "pad"] = Field(
+        default="drop", description="stream pieces shorter than size: drop, or pad (lengths kept)"
+    )
+    min_length: int = Field(default=1, gt=0, description="shortest piece kept when short=pad")
+
+    label: LabelStrategy = "majority"
+    min_purity: float = Field(default=0.0, ge=0.0, le=1.0, description="for label=majority")
+    classes: list[int | str] | None = Field(
+        default=None, description="class values kept, in order (default: all seen minus drop)"
+    )
+    drop_labels: list[int | str] = Field(
+        default_factory=list, description="label values never used as a class (e.g. 0 unlabeled)"
+    )
+    label_names_column: str | None = Field(
+        default=None, description="column holding a readable name per label value"
+    )
+    target_column: str | None = Field(
+        default=None, description="numeric column regressed at the window end (regression_end)"
+    )
+    horizon: int = Field(default=1, gt=0, description="steps ahead predicted (forecast)")
+    target_channels: list[str] | None = Field(
+        default=None, description="channels forecast (default: all)"
+    )
+
+    normalize: Literal["standard", "robust", "none"] = "standard"
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowConfig:
+        if self.label == "regression_end" and not self.target_column:
+            raise ValueError("window.target_column is required for label=regression_end")
+        if self.short == "pad" and self.min_length > self.size:
+            raise ValueError("window.min_length must be <= window.size")
+        return self
+
+    @property
+    def task(self) -> Literal["classification", "regression", "forecast"]:
+        if self.label == "regression_end":
+            return "regression"
+        if self.label == "forecast":
+            return "forecast"
+        return "classification"
