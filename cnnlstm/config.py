@@ -120,6 +120,11 @@ class DataConfig(_Strict):
     """Maps landing-file columns to the readings contract."""
 
     name: str = "dataset"
+    landing: str | None = Field(
+        default=None,
+        description="where new files land (folder, glob or URI; relative to the config file): "
+        "what `cnnlstm run` and the ingest flow read",
+    )
     entity: EntitySpec
     timestamp: TimestampSpec
     channels: list[ChannelSpec] = Field(min_length=1)

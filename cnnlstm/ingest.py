@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -35,10 +36,19 @@ import pandera.errors as pa_errors
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
 from cnnlstm import __version__
 from cnnlstm.config import Config, DataConfig
-from cnnlstm.lake import LEDGER, QUARANTINE, Lake, expand_sources, read_bytes, source_size
+from cnnlstm.lake import (
+    LEDGER,
+    QUARANTINE,
+    Lake,
+    LakeError,
+    expand_sources,
+    read_bytes,
+    source_size,
+)
 from schemas.readings import (
     EXTRA_DTYPES,
     LABEL_DTYPES,
@@ -139,10 +149,12 @@ def ingest_file(cfg: Config, lake: Lake, source: str) -> FileReport:
     try:
         _ingest_one(cfg, lake, source, rep)
     except FileRejected as e:
-        rep.outcome, rep.reason = "rejected", str(e)
-        rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
-        log.warning("rejected %s: %s", source, e)
-        _record_rejection(lake, rep, cfg)
+        _reject(cfg, lake, rep, str(e))
+    except LakeError:
+        raise  # the lake itself is unusable: stop the batch
+    except Exception as e:  # a bug or an unforeseen input must not stop the other files
+        log.exception("unexpected error ingesting %s", source)
+        _reject(cfg, lake, rep, f"unexpected error: {type(e).__name__}: {e}")
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.check_accounting()
     return rep
@@ -165,16 +177,26 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         data = read_bytes(source)
     except OSError as e:
         raise FileRejected(f"cannot read file: {e}") from e
-    rep.sha256 = hashlib.sha256(data).hexdigest()
-    prev = lake.ledger_record(rep.sha256)
-    if prev is not None:
-        rep.outcome = "skipped"
-        rep.reason = f"same content already ingested from {prev['source']} at {prev['finished_at']}"
-        return
-
+    # The ledger is keyed by sha256. A cheap xxh3 hint says whether this content may have been
+    # seen: if so, hash now and skip early; if not, hash in a thread while polars parses.
+    hint = xxhash.xxh3_128_hexdigest(data)
+    if lake.has_hint(hint):
+        rep.sha256 = hashlib.sha256(data).hexdigest()
+        prev = lake.ledger_record(rep.sha256)
+        if prev is not None:
+            rep.outcome = "skipped"
+            rep.reason = (
+                f"same content already ingested from {prev['source']} at {prev['finished_at']}"
+            )
+            return
+        hasher = None
+    else:
+        hasher = _Sha256Thread(data)
     src, bad = read_source(
         data, source, cfg.data, cfg.lake.max_file_bytes, cfg.lake.max_rows_per_file
     )
+    if hasher is not None:
+        rep.sha256 = hasher.result()
     rep.rows_read = src.height + len(bad)
     entity = _entity_from_filename(cfg.data, source)
     mapped = map_columns(src, cfg.data, entity)
@@ -196,8 +218,27 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         rep.accepted = good.height
         rep.quarantined = quarantine.height
         rep.check_accounting()
+        if quarantine.height and _parsed_numbers(src, source):
+            quarantine = _with_source_text(quarantine, data, source, cfg)
+        lake.write_hint(hint, rep.sha256)
         _commit(cfg, lake, source, rep, good, quarantine)
     rep.outcome = "committed"
+
+
+class _Sha256Thread(threading.Thread):
+    """sha256 of a buffer in a thread (hashlib releases the GIL for large buffers)."""
+
+    def __init__(self, data: bytes):
+        super().__init__(daemon=True)
+        self._data, self._hex = data, ""
+        self.start()
+
+    def run(self) -> None:
+        self._hex = hashlib.sha256(self._data).hexdigest()
+
+    def result(self) -> str:
+        self.join()
+        return self._hex
 
 
 def _commit(
@@ -214,12 +255,10 @@ def _commit(
     files: list[dict[str, Any]] = []
     if good.height:
         lake_schema(cfg.data).validate(good.drop(ROW, DATE).lazy())  # schema-level contract check
-        for (entity_id, date), part in good.partition_by(
-            ["entity_id", DATE], as_dict=True, maintain_order=True
-        ).items():
-            part = part.sort("timestamp").drop(ROW, DATE)
+        for part in _runs(good, ["entity_id", DATE]):
+            entity_id, date = part["entity_id"][0], part[DATE][0]
             rel = f"{lake.partition_dir(entity_id, date.isoformat())}/part-{sha16}.parquet"
-            n = lake.write_parquet(part.to_arrow(), rel, cfg.lake.compression)
+            n = lake.write_parquet(part.drop(ROW, DATE), rel, cfg.lake.compression)
             files.append({"path": rel, "entity_id": entity_id, "date": date.isoformat(), "rows": n})
     qfile = None
     if quarantine.height:
@@ -233,7 +272,7 @@ def _commit(
         )
         QuarantineRows.validate(qdf, lazy=True)
         qfile = f"{QUARANTINE}/part-{sha16}.parquet"
-        lake.write_parquet(qdf.to_arrow(), qfile, cfg.lake.compression)
+        lake.write_parquet(qdf, qfile, cfg.lake.compression)
     rep.files_written = len(files) + (qfile is not None)
     record = {
         "sha256": rep.sha256,
@@ -251,6 +290,13 @@ def _commit(
         "finished_at": datetime.now(UTC).isoformat(),
     }
     lake.write_json(record, f"{LEDGER}/{rep.sha256}.json")  # the commit point
+
+
+def _reject(cfg: Config, lake: Lake, rep: FileReport, reason: str) -> None:
+    rep.outcome, rep.reason = "rejected", reason
+    rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
+    log.warning("rejected %s: %s", rep.source, reason)
+    _record_rejection(lake, rep, cfg)
 
 
 def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:
@@ -308,6 +354,38 @@ def read_source(
         if len(data) == 0:
             raise FileRejected("empty file (gzip holds 0 bytes)")
     return _read_csv(data, cfg)
+
+
+def _parsed_numbers(src: pl.DataFrame, source: str) -> bool:
+    """Did the fast CSV path parse numbers (so ``raw`` would show reformatted values)?"""
+    is_csv = not source.lower().endswith((".parquet", ".pq"))
+    return is_csv and any(dt != pl.String for c, dt in src.schema.items() if c != ROW)
+
+
+def _with_source_text(
+    quarantine: pl.DataFrame, data: bytes, source: str, cfg: Config
+) -> pl.DataFrame:
+    """Replace ``raw`` of quarantined rows by the source text of each field (read once more, all
+    as strings: only files with quarantined rows pay this)."""
+    if source.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
+        data = _gunzip(data, cfg.lake.max_file_bytes)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    c = cfg.data.csv
+    text = pl.read_csv(
+        data,
+        separator=c.delimiter,
+        quote_char=c.quote_char,
+        null_values=c.null_values,
+        infer_schema=False,
+        raise_if_empty=False,
+    ).with_row_index(ROW, offset=1)
+    raw = text.select(
+        pl.col(ROW).cast(pl.Int64).alias("source_row"),
+        pl.struct(pl.all().exclude(ROW)).struct.json_encode().alias("_text"),
+    )
+    q = quarantine.join(raw, on="source_row", how="left", maintain_order="left")
+    return q.with_columns(raw=pl.coalesce("_text", "raw")).drop("_text")
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
@@ -383,7 +461,6 @@ def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[in
     if not body:
         raise FileRejected("header only: no data rows")
 
-    channels = {ch.src for ch in cfg.channels}
     opts = dict(
         separator=cfg.csv.delimiter,
         quote_char=cfg.csv.quote_char,
@@ -391,14 +468,30 @@ def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[in
         infer_schema=False,
         raise_if_empty=False,
     )
-    # fast path: channels parsed as floats by polars; everything else as text, cast later
+    # fast path: polars parses the numeric columns itself; any unparseable value (or a ragged
+    # line) sends the whole file down the careful path, which quarantines row by row
     try:
-        df = pl.read_csv(data, schema_overrides={c: pl.Float64 for c in channels}, **opts)
+        df = pl.read_csv(data, schema_overrides=_numeric_overrides(cfg), **opts)
         if df[header[-1]].null_count() == 0:  # a short (ragged) line would leave trailing nulls
             return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
     except pl.exceptions.PolarsError:
         pass
     return _read_csv_careful(data, header, cfg)
+
+
+def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
+    ov: dict[str, pl.DataType] = {ch.src: pl.Float64() for ch in cfg.channels}
+    fmt = cfg.timestamp.format
+    if fmt in ("epoch_us", "epoch_ns", "sample_index"):
+        ov[cfg.timestamp.column] = pl.Int64()
+    elif fmt in ("epoch_s", "epoch_ms"):
+        ov[cfg.timestamp.column] = pl.Float64()
+    if cfg.label is not None and cfg.label.dtype == "int":
+        ov[cfg.label.column] = pl.Int64()
+    for name, kind in cfg.columns.items():
+        if kind in ("int", "float"):
+            ov[name] = EXTRA_DTYPES[kind]
+    return ov
 
 
 def _read_csv_careful(
@@ -659,7 +752,10 @@ def _pandera_failures(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame | None:
         raise FileRejected("schema check failed: " + "; ".join(msgs))
     fc = fc.with_columns(
         check=pl.col("check").replace({"not_nullable": "missing value"}),
-        _nonfinite=pl.col("failure_case").is_in(["NaN", "inf", "-inf"]),
+        # a missing value's failure_case is null: is_in would give null and the filter below
+        # would drop the failure (the row would be accepted), and format() would give null
+        failure_case=pl.col("failure_case").fill_null("null"),
+        _nonfinite=pl.col("failure_case").is_in(["NaN", "inf", "-inf"]).fill_null(False),
     )
     # a NaN fails `not null`, `finite` and the range checks at once: name it once
     fc = fc.filter(~pl.col("_nonfinite") | (pl.col("check") == "NaN or infinite value"))
@@ -678,16 +774,50 @@ def _value_cols(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in (ROW, DATE, "_pos")]
 
 
+def _runs(df: pl.DataFrame, cols: list[str]) -> list[pl.DataFrame]:
+    """Zero-copy slices of ``df`` where the values of ``cols`` stay the same."""
+    if df.height == 0:
+        return []
+    change = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in cols]).fill_null(True)
+    starts = df.select(change.arg_true()).to_series().to_list() + [df.height]
+    return [df.slice(a, b - a) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def _entity_groups(df: pl.DataFrame) -> tuple[list[pl.DataFrame], bool]:
+    """Rows of each entity, and whether they were contiguous already (zero-copy slices)."""
+    runs = _runs(df, ["entity_id"])
+    if len({r["entity_id"][0] for r in runs}) == len(runs):
+        return runs, True
+    return df.partition_by("entity_id", maintain_order=True), False
+
+
 def dedup_in_file(
     src: pl.DataFrame, good: pl.DataFrame, cfg: DataConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Identical rows with the same key: keep the first, count the rest as duplicates.
-    Rows of a key whose values disagree: all quarantined (we cannot tell which is right)."""
-    dup = good.select(pl.struct(READINGS_KEY).is_duplicated()).to_series()
-    if not dup.any():
-        return good, _bad_rows_frame([]), 0
-    d = good.filter(dup)
-    rest = good.filter(~dup)
+    """Sort by (entity_id, timestamp) - stable, and free when the file is already in order - and
+    resolve duplicate keys: identical rows keep the first, the rest count as duplicates; rows of a
+    key whose values disagree are all quarantined (we cannot tell which is right)."""
+    groups, contiguous = _entity_groups(good)
+    out, qs, n_dups, changed = [], [], 0, not contiguous
+    for g in groups:
+        if not g["timestamp"].is_sorted():
+            g, changed = g.sort("timestamp", maintain_order=True), True
+        ts = g["timestamp"]
+        if (ts == ts.shift(1)).any():
+            g, q, n = _dedup_group(src, g)
+            qs.append(q)
+            n_dups += n
+            changed = True
+        out.append(g)
+    if changed:
+        good = pl.concat(out) if out else good
+    return good, pl.concat(qs) if qs else _bad_rows_frame([]), n_dups
+
+
+def _dedup_group(src: pl.DataFrame, g: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """One entity's rows, sorted by time, with at least one repeated timestamp."""
+    dup = g["timestamp"].is_duplicated()
+    d, rest = g.filter(dup), g.filter(~dup)
     vals = _value_cols(d)
     d = d.with_columns(
         _n=pl.struct(vals).n_unique().over(READINGS_KEY),
@@ -695,18 +825,16 @@ def dedup_in_file(
     )
     identical = d.filter(pl.col("_n") == 1)
     keep = identical.unique(READINGS_KEY, keep="first", maintain_order=True)
-    n_dups = identical.height - keep.height
     conflicting = d.filter(pl.col("_n") > 1)
-    pos = _positions(src, conflicting[ROW])
     q = _qframe(
         src,
-        pos,
+        _positions(src, conflicting[ROW]),
         conflicting.select(
             pl.format("conflicting duplicate of (entity_id, timestamp): rows {} disagree", "_rows")
         ).to_series(),
     )
-    good = pl.concat([rest, keep.drop("_n", "_rows")]).sort(ROW)
-    return good, q, n_dups
+    g = pl.concat([rest, keep.drop("_n", "_rows")]).sort("timestamp", maintain_order=True)
+    return g, q, identical.height - keep.height
 
 
 def _positions(src: pl.DataFrame, rows: pl.Series) -> pl.Series:

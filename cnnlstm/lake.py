@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import uuid
@@ -31,7 +32,6 @@ from urllib.parse import quote
 
 import fsspec
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -47,9 +47,12 @@ class LakeError(RuntimeError):
 
 
 def encode_entity(entity_id: str) -> str:
-    """Entity id -> one safe path segment. Every byte outside [A-Za-z0-9_-] is %-encoded, so
-    ``/``, ``\\``, ``..`` and ``.`` can never form a path component that escapes the lake."""
-    return quote(entity_id, safe="-_") if entity_id else "%00"
+    """Entity id -> one safe path segment. Every byte outside [A-Za-z0-9_-] is %-encoded
+    (``quote`` leaves ``.`` and ``~`` alone, so those are encoded by hand): ``/``, ``\\``,
+    ``..`` and ``.`` can never form a path component that escapes the lake."""
+    if not entity_id:
+        return "%00"
+    return quote(entity_id, safe="-_").replace(".", "%2E").replace("~", "%7E")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,15 @@ class Lake:
         return f"{READINGS}/entity_id={encode_entity(entity_id)}/date={date}"
 
     def ensure(self) -> None:
-        for d in (READINGS, QUARANTINE, LEDGER, f"{LEDGER}/rejected", TMP, LOCKS):
+        for d in (
+            READINGS,
+            QUARANTINE,
+            LEDGER,
+            f"{LEDGER}/rejected",
+            f"{LEDGER}/hints",
+            TMP,
+            LOCKS,
+        ):
             self.fs.makedirs(self.abs(d), exist_ok=True)
 
     # ---- atomic writes -----------------------------------------------------------------------
@@ -99,28 +110,37 @@ class Lake:
         else:  # object stores: a PUT is atomic; copy then delete the temp object
             self.fs.mv(self.abs(tmp), final)
 
-    def write_parquet(self, table: pa.Table, rel: str, compression: str = "zstd") -> int:
-        """Write ``table`` to ``rel`` atomically: temp file, fsync, re-open and check the footer's
+    def write_parquet(self, df: pl.DataFrame, rel: str, compression: str = "zstd") -> int:
+        """Write ``df`` to ``rel`` atomically: temp file, fsync, re-open and check the footer's
         row count, then rename. Returns the row count."""
         tmp = self._tmp_name(".parquet")
-        comp = None if compression == "none" else compression
+        comp = "uncompressed" if compression == "none" else compression
         if self.local:
-            with open(self.abs(tmp), "wb") as f:
-                pq.write_table(table, f, compression=comp)
-                f.flush()
-                os.fsync(f.fileno())
+            df.write_parquet(self.abs(tmp), compression=comp, statistics=True)
+            fd = os.open(self.abs(tmp), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             meta = pq.read_metadata(self.abs(tmp))
         else:
+            buf = io.BytesIO()
+            df.write_parquet(buf, compression=comp, statistics=True)
             with self.fs.open(self.abs(tmp), "wb") as f:
-                pq.write_table(table, f, compression=comp)
+                f.write(buf.getvalue())
             with self.fs.open(self.abs(tmp), "rb") as f:
                 meta = pq.read_metadata(f)
-        if meta.num_rows != table.num_rows:
-            raise LakeError(
-                f"write check failed for {rel}: {meta.num_rows} != {table.num_rows} rows"
-            )
+        if meta.num_rows != df.height:
+            raise LakeError(f"write check failed for {rel}: {meta.num_rows} != {df.height} rows")
         self._commit_tmp(tmp, rel)
-        return table.num_rows
+        return df.height
+
+    # ---- content hints: xxh3 of sources seen (a fast pre-check before sha256) ---------------
+    def has_hint(self, xxh3: str) -> bool:
+        return self.fs.exists(self.abs(f"{LEDGER}/hints/{xxh3}"))
+
+    def write_hint(self, xxh3: str, sha256: str | None) -> None:
+        self.write_json({"sha256": sha256}, f"{LEDGER}/hints/{xxh3}")
 
     def write_json(self, obj: Any, rel: str) -> None:
         tmp = self._tmp_name(".json")
@@ -288,11 +308,13 @@ def expand_sources(inputs: list[str]) -> list[str]:
             else f"{fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol}://"
         )
         if any(ch in item for ch in "*?["):
-            matches = fs.glob(p)
+            # like a shell glob (and the folder walk below): no hidden files such as
+            # macOS '._name.csv' or editor lock files
+            matches = [m for m in fs.glob(p) if not m.rsplit("/", 1)[-1].startswith(".")]
         elif fs.isdir(p):
             matches = [m for m in fs.find(p) if _is_source(m)]
-        else:
-            matches = [p]
+        else:  # a missing file is a usage error (CLI exit 2), not a rejected source
+            matches = [p] if fs.exists(p) else []
         if not matches:
             raise FileNotFoundError(f"no such file, folder or glob match: {item}")
         out += [proto + m if proto else str(Path(m)) for m in matches]
