@@ -46,6 +46,7 @@ from cnnlstm.lake import (
     Lake,
     LakeError,
     expand_sources,
+    is_local,
     read_bytes,
     source_size,
 )
@@ -173,15 +174,18 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         raise FileRejected(
             f"file is {size} bytes, over the cap lake.max_file_bytes={cfg.lake.max_file_bytes}"
         )
+    # A plain local CSV is parsed by polars straight from the file (memory-mapped) and hashed
+    # by streaming; anything else (gzip, Parquet, remote) is read into memory once.
+    mapped_csv = is_local(source) and source.lower().endswith(".csv")
     try:
-        data = read_bytes(source)
+        data: bytes | None = None if mapped_csv else read_bytes(source)
     except OSError as e:
         raise FileRejected(f"cannot read file: {e}") from e
     # The ledger is keyed by sha256. A cheap xxh3 hint says whether this content may have been
     # seen: if so, hash now and skip early; if not, hash in a thread while polars parses.
-    hint = xxhash.xxh3_128_hexdigest(data)
+    hint = _digest(xxhash.xxh3_128(), data, source).hexdigest()
     if lake.has_hint(hint):
-        rep.sha256 = hashlib.sha256(data).hexdigest()
+        rep.sha256 = _digest(hashlib.sha256(), data, source).hexdigest()
         prev = lake.ledger_record(rep.sha256)
         if prev is not None:
             rep.outcome = "skipped"
@@ -191,10 +195,14 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
             return
         hasher = None
     else:
-        hasher = _Sha256Thread(data)
-    src, bad = read_source(
-        data, source, cfg.data, cfg.lake.max_file_bytes, cfg.lake.max_rows_per_file
-    )
+        hasher = _Sha256Thread(data, source)
+    if mapped_csv:
+        src, bad = _read_csv(None, cfg.data, path=source)
+    else:
+        assert data is not None
+        src, bad = read_source(
+            data, source, cfg.data, cfg.lake.max_file_bytes, cfg.lake.max_rows_per_file
+        )
     if hasher is not None:
         rep.sha256 = hasher.result()
     rep.rows_read = src.height + len(bad)
@@ -219,25 +227,43 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         rep.quarantined = quarantine.height
         rep.check_accounting()
         if quarantine.height and _parsed_numbers(src, source):
-            quarantine = _with_source_text(quarantine, data, source, cfg)
+            raw = data if data is not None else read_bytes(source)
+            quarantine = _with_source_text(quarantine, raw, source, cfg)
         lake.write_hint(hint, rep.sha256)
         _commit(cfg, lake, source, rep, good, quarantine)
     rep.outcome = "committed"
 
 
-class _Sha256Thread(threading.Thread):
-    """sha256 of a buffer in a thread (hashlib releases the GIL for large buffers)."""
+def _digest(h: Any, data: bytes | None, path: str) -> Any:
+    """Feed ``data``, or the file at ``path`` streamed in chunks, to the hash object ``h``."""
+    if data is not None:
+        h.update(data)
+        return h
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h
 
-    def __init__(self, data: bytes):
+
+class _Sha256Thread(threading.Thread):
+    """sha256 in a thread (hashlib releases the GIL on large buffers), beside the parse."""
+
+    def __init__(self, data: bytes | None, path: str):
         super().__init__(daemon=True)
-        self._data, self._hex = data, ""
+        self._data, self._path, self._hex = data, path, ""
+        self._error: BaseException | None = None
         self.start()
 
     def run(self) -> None:
-        self._hex = hashlib.sha256(self._data).hexdigest()
+        try:
+            self._hex = _digest(hashlib.sha256(), self._data, self._path).hexdigest()
+        except BaseException as e:  # re-raised in the caller's thread
+            self._error = e
 
     def result(self) -> str:
         self.join()
+        if self._error is not None:
+            raise FileRejected(f"cannot read file: {self._error}")
         return self._hex
 
 
@@ -441,12 +467,29 @@ def _check_columns(names: list[str], cfg: DataConfig) -> None:
     raise FileRejected(f"missing required columns {missing}; the file has {names}")
 
 
-def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # UTF-8 byte order mark
-    if not data.strip():
+def _read_csv(
+    data: bytes | None, cfg: DataConfig, path: str | None = None
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
+    ``path`` (only the first 1 MiB is read here, for the header checks)."""
+    if data is None:
+        assert path is not None
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        if len(head) < (1 << 20):  # small file: it is all here
+            data, head = head, b""
+    if data is not None:
+        head = data
+    if len(head) == 0:
+        raise FileRejected("empty file (0 bytes)")
+    bom = head.startswith(b"\xef\xbb\xbf")
+    if bom:
+        head = head[3:]  # UTF-8 byte order mark
+        if data is not None:
+            data = data[3:]
+    if not head.strip() and data is not None:
         raise FileRejected("empty file (only whitespace)")
-    header_line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    header_line = head.split(b"\n", 1)[0].rstrip(b"\r")
     try:
         header_text = header_line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -457,8 +500,7 @@ def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[in
     if len(set(header)) != len(header):
         raise FileRejected(f"duplicate column names in the header: {header}")
     _check_columns(header, cfg)
-    body = data[len(header_line) :].strip(b"\r\n")
-    if not body:
+    if data is not None and not data[len(header_line) :].strip(b"\r\n"):
         raise FileRejected("header only: no data rows")
 
     opts = dict(
@@ -471,16 +513,25 @@ def _read_csv(data: bytes, cfg: DataConfig) -> tuple[pl.DataFrame, list[tuple[in
     # fast path: polars parses the numeric columns itself; any unparseable value (or a ragged
     # line) sends the whole file down the careful path, which quarantines row by row
     try:
-        df = pl.read_csv(data, schema_overrides=_numeric_overrides(cfg), **opts)
-        if df[header[-1]].null_count() == 0:  # a short (ragged) line would leave trailing nulls
+        df = pl.read_csv(
+            data if data is not None else path, schema_overrides=_numeric_overrides(cfg), **opts
+        )
+        if df.height and df[header[-1]].null_count() == 0:  # short lines leave trailing nulls
             return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
     except pl.exceptions.PolarsError:
         pass
+    if data is None:  # the careful path works on the bytes
+        with open(path, "rb") as f:  # type: ignore[arg-type]
+            data = f.read()
+        if bom:
+            data = data[3:]
     return _read_csv_careful(data, header, cfg)
 
 
 def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
-    ov: dict[str, pl.DataType] = {ch.src: pl.Float64() for ch in cfg.channels}
+    # channels straight to float32: an overflow becomes inf and is quarantined as non-finite,
+    # and quarantined rows keep their source text (see _with_source_text)
+    ov: dict[str, pl.DataType] = {ch.src: pl.Float32() for ch in cfg.channels}
     fmt = cfg.timestamp.format
     if fmt in ("epoch_us", "epoch_ns", "sample_index"):
         ov[cfg.timestamp.column] = pl.Int64()
@@ -722,9 +773,12 @@ def split_valid(
     """Conversion failures and pandera failures -> quarantine; the rest is returned, with
     ``_row`` kept and a ``_date`` partition column added. Row order is preserved."""
     mapped = mapped.with_row_index("_pos")
-    conv_bad = mapped.filter(pl.col(ERR).is_not_null())
-    rest = mapped.filter(pl.col(ERR).is_null()).drop(ERR)
-    qparts = [_qframe(src, conv_bad["_pos"], conv_bad[ERR])] if conv_bad.height else []
+    if mapped[ERR].null_count() == mapped.height:  # the common case: no copy
+        rest, qparts = mapped.drop(ERR), []
+    else:
+        conv_bad = mapped.filter(pl.col(ERR).is_not_null())
+        rest = mapped.filter(pl.col(ERR).is_null()).drop(ERR)
+        qparts = [_qframe(src, conv_bad["_pos"], conv_bad[ERR])]
 
     reasons = _pandera_failures(rest.drop("_pos", ROW), cfg)
     if reasons is not None and reasons.height:
