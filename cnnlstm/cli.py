@@ -134,39 +134,6 @@ def _print_ingest(report) -> None:
         )
 
 
-@app.command()
-def run(
-    config: ConfigOpt,
-    out_dir: Annotated[Path, typer.Option("--out", help="training output folder")] = Path(
-        "runs/latest"
-    ),
-    override: SetOpt = None,
-) -> None:
-    """The main job: ingest the landing folder (data.landing), then train and evaluate on the
-    lake, and print a summary."""
-    from cnnlstm.ingest import ingest as run_ingest
-
-    cfg = _load(config, override)
-    if not cfg.data.landing:
-        err.print("[red]config error:[/red] data.landing is not set: where do new files land?")
-        raise typer.Exit(2)
-    landing = cfg.resolve_path(cfg.data.landing)
-    out.rule("[bold]1. ingest")
-    report = run_ingest(cfg, [landing])
-    _print_ingest(report)
-    tot = report.totals()
-    summary = {"ingest": tot}
-    try:
-        from cnnlstm.train import train_from_config
-    except ImportError:
-        train_from_config = None
-    if train_from_config is not None:
-        out.rule("[bold]2. train")
-        summary["train"] = train_from_config(cfg, out_dir)
-    out.rule("[bold]summary")
-    out.print_json(data=summary)
-
-
 lake_app = typer.Typer(help="Inspect the lake.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 

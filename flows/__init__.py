@@ -1,0 +1,12 @@
+"""Prefect flows: thin orchestration around the ``cnnlstm`` library.
+
+Each task is a few lines around one library function and passes paths and ids, never frames or
+tensors. The library's log records (logger ``cnnlstm``) reach the Prefect run logs.
+"""
+
+import os
+
+# must be set before prefect is imported: library loggers appear in the flow run logs
+_extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
+if "cnnlstm" not in _extra.split(","):
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(p for p in (_extra, "cnnlstm") if p)

@@ -1,0 +1,71 @@
+"""Ingest flow: landing files -> lake, one task per file (mapped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xxhash
+from prefect import flow, task, unmapped
+from prefect.logging import get_run_logger
+
+from cnnlstm.config import load_config
+from cnnlstm.ingest import ingest_file
+from cnnlstm.lake import Lake, expand_sources, is_local
+from flows.common import RETRIES, run_name
+
+
+def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache key by file content and lake - only once the lake holds that content.
+
+    The ledger stays the source of truth: a file not (or no longer) in the lake is never served
+    from the cache, so wiping the lake and re-running re-ingests it; a file already in the lake
+    gets the cached "skipped" report without re-reading it."""
+    path = parameters["path"]
+    if not is_local(path):
+        return None
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    lake_uri = load_config(parameters["config"]).lake_uri
+    if not Lake(lake_uri).has_hint(h.hexdigest()):
+        return None
+    return f"ingest-{h.hexdigest()}-{xxhash.xxh3_64_hexdigest(lake_uri.encode())}"
+
+
+@task(name="ingest-file", cache_key_fn=_content_key, persist_result=True, **RETRIES)
+def ingest_file_task(config: str, path: str) -> dict[str, Any]:
+    cfg = load_config(config)
+    lake = Lake(cfg.lake_uri)
+    lake.ensure()
+    return ingest_file(cfg, lake, path).__dict__ | {"name": path.rsplit("/", 1)[-1]}
+
+
+@task(name="list-landing")
+def list_sources(config: str, paths: list[str] | None) -> list[str]:
+    cfg = load_config(config)
+    if not paths:
+        if not cfg.data.landing:
+            raise ValueError(f"{config}: data.landing is not set and no paths were given")
+        paths = [cfg.resolve_path(cfg.data.landing)]
+    return expand_sources(paths)
+
+
+@flow(name="ingest", flow_run_name=run_name("ingest"), log_prints=True)
+def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
+    """Ingest files, folders or globs (default: the config's data.landing) into the lake.
+    Returns per-file reports and totals; bad files are reported, never raised."""
+    logger = get_run_logger()
+    sources = list_sources(config, paths)
+    reports = [f.result() for f in ingest_file_task.map(unmapped(config), sources)]
+    totals = {
+        k: sum(r[k] for r in reports)
+        for k in ("rows_read", "accepted", "quarantined", "duplicates")
+    }
+    for outcome in ("committed", "skipped", "rejected"):
+        totals[outcome] = sum(r["outcome"] == outcome for r in reports)
+    for r in reports:
+        if r["outcome"] == "rejected":
+            logger.warning("rejected %s: %s", r["source"], r["reason"])
+    logger.info("ingest totals: %s", totals)
+    return {"files": reports, "totals": totals}

@@ -1,0 +1,18 @@
+"""The whole pipeline: ingest -> train -> score, as one flow of sub-flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.common import run_name
+from flows.ingest import ingest_flow
+from flows.train import train_flow
+
+
+@flow(name="pipeline", flow_run_name=run_name("pipeline"), log_prints=True)
+def pipeline_flow(config: str, out_dir: str = "runs/latest") -> dict[str, Any]:
+    ingest = ingest_flow(config)
+    train = train_flow(config, out_dir=out_dir, resume=True)
+    return {"ingest": ingest["totals"], "train": train}
