@@ -10,6 +10,7 @@ Reference: docs/config.md.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -187,13 +188,31 @@ class LakeConfig(_Strict):
 class TrackingConfig(_Strict):
     uri: str | None = Field(default=None, description="MLflow tracking URI (default: sqlite file)")
     experiment: str = "cnnlstm"
-    registered_model: str | None = None
+    registered_model: str | None = Field(
+        default=None, description="registry name of trained models (default: data.name)"
+    )
+    register_model: bool = Field(default=True, description="register each trained model")
+    champion_metric: str = Field(
+        default="auto",
+        description="run metric deciding champion promotion; auto: test_accuracy for "
+        "classification, test_rmse otherwise",
+    )
+    greater_is_better: bool | None = Field(
+        default=None, description="direction of champion_metric (default: from its name)"
+    )
 
 
 class ScoreConfig(_Strict):
-    model_uri: str | None = None
+    model_uri: str | None = Field(
+        default=None, description="model to score with (default: models:/<registered>@champion)"
+    )
     output: str = "predictions"
-    batch_size: int = Field(default=4096, gt=0)
+    batch_size: int = Field(default=4096, gt=0, description="windows per forward pass")
+    files_per_batch: int = Field(default=16, gt=0, description="lake files read per commit")
+    where: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="score only rows whose (entity-level) columns equal these"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class Config(_Strict):
@@ -233,6 +252,21 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
+ENV_PREFIX = "CNNLSTM__"
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> list[str]:
+    """Overrides from the environment: ``CNNLSTM__LAKE__URI=s3://b/lake`` is ``lake.uri=...``.
+    For containers and work pools, where the config file is baked into the image; applied
+    before the CLI's ``--set`` values, so those win."""
+    env = os.environ if environ is None else environ
+    return [
+        f"{k[len(ENV_PREFIX):].lower().replace('__', '.')}={v}"
+        for k, v in sorted(env.items())
+        if k.startswith(ENV_PREFIX) and len(k) > len(ENV_PREFIX)
+    ]
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config file. Raises ConfigError naming the problem."""
     path = Path(path)
@@ -244,7 +278,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for item in overrides or []:
+    for item in env_overrides() + list(overrides or []):
         _apply_override(raw, item)
     return config_from_dict(raw, base_dir=path.resolve().parent, source=str(path))
 

@@ -32,6 +32,22 @@ def run(
     )
 
 
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="replaces each deployment's config")
+    ] = None,
+) -> None:
+    """Run the scheduled deployments of deploy/prefect.yaml (ingest every 15 minutes, score
+    hourly, retrain weekly) in this process, without a work pool. Needs a Prefect API that
+    stays up (`prefect server start` elsewhere, PREFECT_API_URL set). Ctrl-C stops."""
+    if config is not None:
+        _load(config, None)
+    from flows.serve import serve_all
+
+    serve_all(str(config.resolve()) if config else None)
+
+
 def main() -> None:
     app()
 

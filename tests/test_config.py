@@ -134,3 +134,18 @@ def test_dump_config_round_trips(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, data={"timestamp": {"column": "t", "timezone": "Europe/Berlin"}})
     again = config_from_dict(yaml.safe_load(dump_config(cfg)))
     assert again.model_dump() == cfg.model_dump()
+
+
+def test_environment_overrides_apply_before_cli_overrides(tmp_path, monkeypatch) -> None:
+    from cnnlstm.config import env_overrides, load_config
+
+    assert env_overrides({"CNNLSTM__LAKE__URI": "s3://b/lake", "OTHER": "x"}) == [
+        "lake.uri=s3://b/lake"
+    ]
+    src = Path(__file__).resolve().parents[1] / "configs" / "hapt.yaml"
+    monkeypatch.setenv("CNNLSTM__LAKE__URI", "s3://bucket/lake")
+    monkeypatch.setenv("CNNLSTM__LAKE__MAX_FILE_BYTES", "1000")
+    cfg = load_config(src)
+    assert cfg.lake.uri == "s3://bucket/lake" and cfg.lake.max_file_bytes == 1000
+    cfg = load_config(src, ["lake.uri=/tmp/elsewhere"])
+    assert cfg.lake.uri == "/tmp/elsewhere"
