@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+import flows  # noqa: F401  (sets PREFECT_LOGGING_EXTRA_LOGGERS before prefect is imported)
 from cnnlstm.config import Config, config_from_dict
 from cnnlstm.lake import LakeError, scan_quarantine, scan_readings
 
