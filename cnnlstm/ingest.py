@@ -183,7 +183,7 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         raise FileRejected(f"cannot read file: {e}") from e
     # The ledger is keyed by sha256. A cheap xxh3 hint says whether this content may have been
     # seen: if so, hash now and skip early; if not, hash in a thread while polars parses.
-    hint = _digest(xxhash.xxh3_128(), data, source).hexdigest()
+    hint = _hint(data, source)
     if lake.has_hint(hint):
         rep.sha256 = _digest(hashlib.sha256(), data, source).hexdigest()
         prev = lake.ledger_record(rep.sha256)
@@ -232,6 +232,25 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         lake.write_hint(hint, rep.sha256)
         _commit(cfg, lake, source, rep, good, quarantine)
     rep.outcome = "committed"
+
+
+def _hint(data: bytes | None, path: str) -> str:
+    """A cheap fingerprint: xxh3 of the size, the first and the last MiB. Only a pre-filter:
+    a match is confirmed by the full sha256 before anything is skipped."""
+    h = xxhash.xxh3_128()
+    if data is not None:
+        h.update(str(len(data)).encode())
+        h.update(data[: 1 << 20])
+        h.update(data[-(1 << 20) :])
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        h.update(str(size).encode())
+        f.seek(0)
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()
 
 
 def _digest(h: Any, data: bytes | None, path: str) -> Any:
@@ -665,7 +684,8 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
                 .then((n * (1e6 if unit == "s" else 1e3)).round())
                 .cast(pl.Int64, strict=False)
             )
-        typed = pl.from_epoch(us, time_unit="us").dt.replace_time_zone("UTC").cast(TIMESTAMP_DTYPE)
+        lo, hi = (int(t.timestamp() * 1_000_000) for t in (TS_MIN, TS_MAX))
+        typed = pl.when(us.is_between(lo, hi, closed="left")).then(us).cast(TIMESTAMP_DTYPE)
     typed = pl.when((typed >= TS_MIN) & (typed < TS_MAX)).then(typed)
     err = pl.when(raw.is_not_null() & typed.is_null()).then(
         pl.format(
