@@ -167,16 +167,16 @@ def lake_quarantine_cmd(
         out.print(lf.select("source_file", "source_row", "reason", "raw").head(limit).collect())
 
 
-def _register_optional() -> None:
-    """Commands of later stages register themselves when their modules are present."""
-    try:
-        from cnnlstm.cli_train import train_command
-    except ImportError:
-        return
+def _register_stage_commands() -> None:
+    from cnnlstm.cli_mlflow import COMMANDS
+    from cnnlstm.cli_train import train_command
+
     app.command("train")(train_command)
+    for name, fn in COMMANDS.items():
+        app.command(name)(fn)
 
 
-_register_optional()
+_register_stage_commands()
 
 
 def main() -> None:  # pragma: no cover

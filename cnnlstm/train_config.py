@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class AugmentConfig(BaseModel):
+    """Random per-window transforms of training batches (off by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(default=0.0, ge=0, description="std of a per-window, per-channel gain")
+    jitter: float = Field(default=0.0, ge=0, description="std of additive noise (normalised units)")
+    rotate_deg: float = Field(
+        default=0.0, ge=0, le=180, description="random 3-D rotation of each channel triple, degrees"
+    )
+    rotate_groups: list[list[int]] = Field(
+        default_factory=list, description="channel index triples rotated together (x, y, z axes)"
+    )
+
+    @model_validator(mode="after")
+    def _groups(self) -> AugmentConfig:
+        if any(len(g) != 3 for g in self.rotate_groups):
+            raise ValueError("train.augment.rotate_groups: each group is 3 channel indices")
+        if self.rotate_deg and not self.rotate_groups:
+            raise ValueError("train.augment.rotate_deg needs rotate_groups")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -21,6 +44,7 @@ class TrainConfig(BaseModel):
     warmup_frac: float = Field(default=0.2, ge=0, lt=1, description="onecycle warm-up share")
     grad_clip: float | None = Field(default=1.0, gt=0, description="max global grad norm")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     class_weights: Literal["none", "balanced"] | list[float] = "none"
 
     monitor: Literal["auto", "val_macro_f1", "val_accuracy", "val_loss", "val_rmse"] = Field(
@@ -28,6 +52,12 @@ class TrainConfig(BaseModel):
     )
     patience: int | None = Field(default=10, ge=1, description="epochs without improvement")
     restore_best: bool = True
+    refit_full: bool = Field(
+        default=False,
+        description="after the run on train (selection on validation), train a fresh model on "
+        "train + validation entities for exactly `epochs` epochs and keep its final weights; "
+        "val metrics are the selection model's, test metrics the refit's",
+    )
 
     seed: int = 0
     deterministic: bool = True

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LabelStrategy = Literal["last", "majority", "any_positive", "regression_end", "forecast", "entity"]
+DerivedKind = Literal["gravity", "body"]
 
 
 class _Strict(BaseModel):
@@ -90,6 +91,22 @@ class WindowConfig(_Strict):
         default=None, description="channels forecast (default: all)"
     )
 
+    derived: list[DerivedKind] = Field(
+        default_factory=list,
+        description="channels derived per stream piece before windowing and appended after the "
+        "raw ones: gravity = Butterworth low-pass of derived_from, body = raw - gravity",
+    )
+    derived_from: list[str] | None = Field(
+        default=None, description="channels split into gravity/body (default: the first three)"
+    )
+    gravity_cutoff_hz: float = Field(default=0.3, gt=0, description="low-pass cut-off (Hz)")
+    gravity_order: int = Field(default=3, ge=1, le=8, description="Butterworth order")
+    gravity_zero_phase: bool = Field(
+        default=True,
+        description="forward-backward filtering (no lag; uses the whole piece); false: causal "
+        "filter started in steady state at the first sample (streaming-friendly)",
+    )
+
     normalize: Literal["standard", "robust", "none"] = "standard"
     split: SplitConfig = Field(default_factory=SplitConfig)
 
@@ -99,6 +116,10 @@ class WindowConfig(_Strict):
             raise ValueError("window.target_column is required for label=regression_end")
         if self.short == "pad" and self.min_length > self.size:
             raise ValueError("window.min_length must be <= window.size")
+        if len(set(self.derived)) != len(self.derived):
+            raise ValueError("window.derived: each kind at most once")
+        if self.derived_from is not None and not self.derived_from:
+            raise ValueError("window.derived_from is empty")
         return self
 
     @property

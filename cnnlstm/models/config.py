@@ -61,7 +61,7 @@ class RNNConfig(_Strict):
 
 class HeadConfig(_Strict):
     hidden: int = Field(default=0, ge=0, description="0: a single linear layer")
-    dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
 
 
 class FrameConfig(_Strict):
@@ -74,14 +74,14 @@ class ParallelConfig(_Strict):
     fusion_dim: int = Field(default=64, ge=1, description="projection size for attention fusion")
     cnn_inputs: list[int] | None = Field(default=None, description="channel indices (default all)")
     rnn_inputs: list[int] | None = Field(default=None, description="channel indices (default all)")
-    rnn_downsample: int = Field(default=1, ge=1, description="average-pool factor for the RNN input")
+    rnn_downsample: int = Field(default=1, ge=1, description="avg-pool factor of the RNN input")
 
 
 class ModelConfig(_Strict):
     arch: Literal["serial", "subseq", "frame", "parallel"] = "serial"
     conv: ConvConfig = Field(default_factory=ConvConfig)
     rnn: RNNConfig = Field(default_factory=RNNConfig)
-    pooling: Literal["last", "mean", "attention"] = "last"
+    pooling: Literal["last", "mean", "attention"] = "mean"
     head: HeadConfig = Field(default_factory=HeadConfig)
     n_subsequences: int = Field(default=4, ge=1, description="arch=subseq")
     frame: FrameConfig = Field(default_factory=FrameConfig)

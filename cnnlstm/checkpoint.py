@@ -1,0 +1,143 @@
+"""The one module that knows the checkpoint formats. Nothing here unpickles.
+
+- Model artifact (``model.safetensors``): the weights as safetensors, plus JSON metadata in the
+  safetensors header (model config, window config, channels, normalisation statistics, label map)
+  and a SHA-256 over metadata and tensor bytes. ``load_model`` rebuilds the model from it.
+- Training state (``last.ckpt``): model/optimizer/scheduler state dicts, RNG states, epoch, early
+  stopping state. Serialised with ``torch.save`` and read back with ``torch.load(...,
+  weights_only=True)`` (plain containers and tensors only), behind an 8-byte magic and a SHA-256.
+
+Both are written atomically: a temp file beside the target, fsync, ``os.replace``, fsync of the
+folder. A crash (even kill -9) mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+STATE_MAGIC = b"CNLSTM01"
+MODEL_FORMAT = "cnnlstm-model/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupted or of another format."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# training state
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, STATE_MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    raw = path.read_bytes()
+    if raw[:8] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a cnnlstm training checkpoint")
+    digest, payload = raw[8:40], raw[40:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupted)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# model artifact
+
+
+def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_model(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """meta must hold what `build_model` needs: model (config dict), n_channels, n_outputs,
+    horizon; and what scoring needs: window, channels, normalizer, classes, class_names, task."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta_json = json.dumps({"format": MODEL_FORMAT, **meta}, sort_keys=True)
+    header = {"cnnlstm": meta_json, "sha256": _digest(meta_json, tensors)}
+    atomic_write_bytes(path, st_save(tensors, metadata=header))
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a model artifact, checksum verified."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no model file at {path}")
+    raw = path.read_bytes()
+    try:
+        tensors = st_load(raw)
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    md = header.get("__metadata__") or {}
+    if "cnnlstm" not in md or "sha256" not in md:
+        raise CheckpointError(f"{path}: safetensors file without cnnlstm metadata")
+    if _digest(md["cnnlstm"], tensors) != md["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch (corrupted)")
+    meta = json.loads(md["cnnlstm"])
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r}")
+    return tensors, meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model from its artifact: returns (model in eval mode, meta)."""
+    from cnnlstm.models import build_model
+    from cnnlstm.models.config import ModelConfig
+
+    tensors, meta = read_model_file(path)
+    model = build_model(ModelConfig.model_validate(meta["model"]), meta["n_channels"],
+                        meta["n_outputs"], meta.get("horizon"), meta.get("n_channels2"))
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), meta

@@ -1,0 +1,100 @@
+"""``cnnlstm train``: lake -> windows -> model -> checkpoint, plots and metrics in a folder.
+
+Registered by cnnlstm.cli. Exit status: 0 trained; 1 training failed (diverged, no data);
+2 config error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def train_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/latest"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue from out/checkpoint")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print final metrics as JSON")] = False,
+    override: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config value: section.key=value")
+    ] = None,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="track the run in MLflow and register")
+    ] = True,
+) -> None:
+    """Train and evaluate a model; write model.safetensors, metrics.json, plots/ and
+    checkpoint/ under --out."""
+    from cnnlstm.config import ConfigError, load_config
+
+    err = Console(stderr=True)
+    try:
+        cfg = load_config(config, override or [])
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+    from cnnlstm.checkpoint import CheckpointError
+    from cnnlstm.mlflow_tracker import TrackingUnavailableError
+    from cnnlstm.train import TrainingDivergedError, train_from_config
+
+    # with --json, stdout carries only the JSON: anything printed while training (MLflow's
+    # "View run" lines, for one) goes to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
+    try:
+        with quiet:
+            metrics = _train(cfg, out, resume, track, train_from_config)
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except TrackingUnavailableError as e:
+        err.print(f"[red]tracking unavailable:[/red] {e}")
+        raise typer.Exit(1) from None
+    except (TrainingDivergedError, CheckpointError, ValueError) as e:
+        err.print(f"[red]training failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    if json_out:
+        slim = {k: v for k, v in metrics.items() if k != "history"}
+        sys.stdout.write(json.dumps(slim, indent=2) + "\n")
+        return
+    Console().print(_summary(metrics, out))
+
+
+def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict:
+    if not track:
+        return train_from_config(cfg, out, resume=resume)
+    from cnnlstm.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker(cfg)
+    metrics = train_from_config(cfg, out, resume=resume, tracker=tracker)
+    metrics["mlflow_run_id"] = tracker.run_id
+    if tracker.registration:
+        metrics["registered_model"] = tracker.registration
+    return metrics
+
+
+def _summary(m: dict, out: Path) -> str:
+    lines = [f"[bold]trained[/bold] {m['task']} on {m['device']}: best epoch {m['best_epoch']} "
+             f"of {m['epochs_run']} ({m['wall_seconds']:.0f} s)"]
+    for part in ("val", "test"):
+        if part in m:
+            r = m[part]
+            if m["task"] == "classification":
+                lines.append(f"  {part}: accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+                             f"  (n={r['n']})")
+            else:
+                extra = ""
+                if "persistence" in r:
+                    extra = f"  (persistence RMSE {r['persistence']['rmse']:.4f})"
+                lines.append(f"  {part}: MAE {r['mae']:.4f}  RMSE {r['rmse']:.4f}{extra}")
+    lines.append(f"  outputs: {out}/model.safetensors, metrics.json, plots/")
+    if "registered_model" in m:
+        r = m["registered_model"]
+        lines.append(f"  MLflow run {m.get('mlflow_run_id')}: registered {r['name']} "
+                     f"v{r['version']} - {r['decision']}")
+    return "\n".join(lines)
