@@ -10,3 +10,7 @@ import os
 _extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
 if "cnnlstm" not in _extra.split(","):
     os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(p for p in (_extra, "cnnlstm") if p)
+
+# the embedded defaults run offline: no usage telemetry from the ephemeral Prefect API or MLflow
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cnnlstm.cli import ConfigOpt, _load, app, err, out
+from cnnlstm.cli import ConfigOpt, _load, app, out
 
 
 @app.command()
@@ -20,16 +20,54 @@ def run(
 ) -> None:
     """The main job: the pipeline flow (ingest data.landing -> train -> score) with Prefect's
     ephemeral API, then a summary."""
-    _load(config, None)  # config errors: exit 2 before any flow starts
+    cfg = _load(config, None)  # a config error exits 2 before any flow starts
     from flows.pipeline import pipeline_flow
 
     summary = pipeline_flow(str(config), out_dir=str(out_dir))
     out.rule("[bold]summary")
-    out.print_json(data=summary)
-    err.print(
-        "Look: [bold]mlflow ui --backend-store-uri sqlite:///mlflow.db[/bold] (runs, models), "
-        "[bold]prefect server start[/bold] (flow runs)."
+    out.print(_summary_text(summary, cfg, out_dir, config))
+
+
+def _summary_text(s: dict, cfg, out_dir: Path, config: Path) -> str:
+    i, t, sc = s["ingest"], s["train"], s["score"]
+    lines = [
+        f"[bold]ingest[/bold]   {i['accepted']:,} rows accepted, {i['quarantined']:,} quarantined, "
+        f"{i['duplicates']:,} duplicates; {i['committed']} files committed, {i['skipped']} "
+        f"already in the lake, {i['rejected']} rejected  -> {cfg.lake_uri}",
+    ]
+    test = t.get("test", {})
+    if "accuracy" in test:
+        lines.append(
+            f"[bold]train[/bold]    test accuracy {test['accuracy']:.4f}, macro-F1 "
+            f"{test['macro_f1']:.4f} (n={test.get('n')}), best epoch {t['best_epoch']} of "
+            f"{t['epochs_run']} on {t['device']}  -> {out_dir}/"
+        )
+    elif "rmse" in test:
+        lines.append(f"[bold]train[/bold]    test MAE {test['mae']:.4f}, RMSE {test['rmse']:.4f}")
+    reg = t.get("registered_model")
+    if reg:
+        aliases = "champion, challenger" if reg["champion"] else "challenger"
+        lines.append(
+            f"[bold]model[/bold]    {reg['name']} v{reg['version']} ({aliases}): {reg['decision']}"
+        )
+    acc = sc.get("accuracy")
+    lines.append(
+        f"[bold]score[/bold]    {sc['rows_written']:,} predictions by {sc['model_name']} "
+        f"v{sc['model_version']} from {sc['files_scored']} new files "
+        f"({sc['files_already_scored']} already scored)"
+        + (f", accuracy {acc:.4f} on {sc['labelled_rows']:,} labelled windows" if acc else "")
+        + f"  -> {sc['output']}"
     )
+    lines += [
+        "",
+        "Look at it:",
+        f"  MLflow UI:   mlflow ui --backend-store-uri {t.get('tracking_uri', 'sqlite:///mlflow.db')}"
+        "   (runs, metrics, plots, registered models)",
+        "  Prefect UI:  prefect server start   (then open http://127.0.0.1:4200: flow runs)",
+        f"  predictions: polars.scan_parquet('{sc['output']}/**/*.parquet')",
+        f"  lake:        cnnlstm lake summary -c {config}   (rows, sources, quarantine)",
+    ]
+    return "\n".join(lines)
 
 
 @app.command()
