@@ -4,8 +4,9 @@
   safetensors header (model config, window config, channels, normalisation statistics, label map)
   and a SHA-256 over metadata and tensor bytes. ``load_model`` rebuilds the model from it.
 - Training state (``last.ckpt``): model/optimizer/scheduler state dicts, RNG states, epoch, early
-  stopping state. Serialised with ``torch.save`` and read back with ``torch.load(...,
-  weights_only=True)`` (plain containers and tensors only), behind an 8-byte magic and a SHA-256.
+  stopping state. Serialised with ``torch.save``; read back with
+  ``torch.load(f, weights_only=True)`` (plain containers and tensors only), behind an 8-byte
+  magic and a SHA-256.
 
 Both are written atomically: a temp file beside the target, fsync, ``os.replace``, fsync of the
 folder. A crash (even kill -9) mid-write leaves the previous file intact.
