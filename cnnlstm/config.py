@@ -215,6 +215,25 @@ class ScoreConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class RunnerConfig(_Strict):
+    """How the Prefect flows fan out their mapped tasks (ingest: one task per file)."""
+
+    kind: Literal["threads", "dask"] = Field(
+        default="threads",
+        description="threads: Prefect's ThreadPoolTaskRunner in the flow's process; dask: "
+        "prefect-dask's DaskTaskRunner (pip install 'cnnlstm[dask]')",
+    )
+    address: str | None = Field(
+        default=None,
+        description="an existing Dask scheduler (tcp://host:8786); default: a temporary "
+        "LocalCluster of worker processes on this machine",
+    )
+    n_workers: int | None = Field(
+        default=None, ge=1, description="LocalCluster worker processes (default: Dask's choice)"
+    )
+    threads_per_worker: int = Field(default=1, ge=1, description="LocalCluster threads/worker")
+
+
 class Config(_Strict):
     data: DataConfig
     lake: LakeConfig = Field(default_factory=LakeConfig)
@@ -223,6 +242,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     # where the file was read from: relative paths (lake.uri, outputs) resolve against it
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

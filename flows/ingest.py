@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 import xxhash
 from prefect import flow, task, unmapped
+from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
 from cnnlstm.config import load_config
 from cnnlstm.ingest import ingest_file
 from cnnlstm.lake import Lake, expand_sources, is_local
 from flows.common import RETRIES, run_name
+from flows.runners import is_dask_runner, task_runner_for
 
 
 def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -38,7 +42,10 @@ def ingest_file_task(config: str, path: str) -> dict[str, Any]:
     cfg = load_config(config)
     lake = Lake(cfg.lake_uri)
     lake.ensure()
-    return ingest_file(cfg, lake, path).__dict__ | {"name": path.rsplit("/", 1)[-1]}
+    report = ingest_file(cfg, lake, path).__dict__
+    # "worker": the process that did the work (a Dask worker under runner.kind=dask)
+    return report | {"name": path.rsplit("/", 1)[-1],
+                     "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 @task(name="list-landing")
@@ -51,13 +58,33 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
     return expand_sources(paths)
 
 
+def _fan_out_runner(config: str):
+    """The Dask runner the config asks for, unless the flow already runs on one
+    (``ingest_flow.with_options(task_runner=DaskTaskRunner(...))``); None: use the flow's own."""
+    runner = task_runner_for(config)
+    if not is_dask_runner(runner):
+        return None
+    ctx = FlowRunContext.get()
+    if ctx is not None and is_dask_runner(ctx.task_runner):
+        return None
+    return runner
+
+
 @flow(name="ingest", flow_run_name=run_name("ingest"), log_prints=True)
 def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
-    """Ingest files, folders or globs (default: the config's data.landing) into the lake.
-    Returns per-file reports and totals; bad files are reported, never raised."""
+    """Ingest files, folders or globs (default: the config's data.landing) into the lake, one
+    task per file, on the task runner of the config's ``runner`` section (threads by default,
+    a Dask cluster with ``runner.kind: dask``). Returns per-file reports and totals; bad files
+    are reported, never raised."""
     logger = get_run_logger()
     sources = list_sources(config, paths)
-    reports = [f.result() for f in ingest_file_task.map(unmapped(config), sources)]
+    runner = _fan_out_runner(config)
+    if runner is None:  # the flow's own task runner (threads, or one given by with_options)
+        reports = [f.result() for f in ingest_file_task.map(unmapped(config), sources)]
+    else:  # runner.kind=dask: a Dask cluster for this run's file tasks
+        with runner:
+            futures = runner.map(ingest_file_task, {"config": unmapped(config), "path": sources})
+            reports = [f.result() for f in futures]
     totals = {
         k: sum(r[k] for r in reports)
         for k in ("rows_read", "accepted", "quarantined", "duplicates")
