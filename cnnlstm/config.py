@@ -191,6 +191,11 @@ class TrackingConfig(_Strict):
     registered_model: str | None = Field(
         default=None, description="registry name of trained models (default: data.name)"
     )
+    artifact_location: str | None = Field(
+        default=None,
+        description="where new experiments keep artifacts (e.g. s3://bucket/mlartifacts); "
+        "default: mlartifacts/ beside a sqlite store, the server's choice otherwise",
+    )
     register_model: bool = Field(default=True, description="register each trained model")
     champion_metric: str = Field(
         default="auto",

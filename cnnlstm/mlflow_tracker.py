@@ -72,7 +72,9 @@ def tracking_uri(cfg=None) -> str:
 
 def artifact_root(uri: str, cfg=None) -> str | None:
     """Where new experiments keep artifacts: ``mlartifacts/`` beside a sqlite file; None (the
-    server's choice) for servers."""
+    server's choice) for servers; ``tracking.artifact_location`` wins (e.g. s3://...)."""
+    if cfg is not None and cfg.tracking.artifact_location:
+        return cfg.tracking.artifact_location
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
     return None
