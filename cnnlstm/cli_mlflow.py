@@ -34,13 +34,9 @@ def _fail(msg: str, code: int = 2):
 
 
 def _cfg(config: Path, override: list[str] | None):
-    from cnnlstm.config import ConfigError, load_config
+    from cnnlstm.cli import _load  # one place turns a config error into exit status 2
 
-    try:
-        return load_config(config, override or [])
-    except ConfigError as e:
-        err.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
+    return _load(config, override)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
