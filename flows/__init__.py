@@ -14,3 +14,6 @@ if "cnnlstm" not in _extra.split(","):
 # the embedded defaults run offline: no usage telemetry from the ephemeral Prefect API or MLflow
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# a first start migrates the ephemeral API's database: slower than Prefect's 20 s default on a
+# busy 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,10 @@ def run(
     """The main job: the pipeline flow (ingest data.landing -> train -> score) with Prefect's
     ephemeral API, then a summary."""
     cfg = _load(config, None)  # a config error exits 2 before any flow starts
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        # the ephemeral API keeps its database in the project (./.prefect), not in a ~/.prefect
+        # that another Prefect version may have migrated
+        os.environ["PREFECT_HOME"] = str(Path.cwd() / ".prefect")
     from flows.pipeline import pipeline_flow
 
     summary = pipeline_flow(str(config), out_dir=str(out_dir))
@@ -63,7 +68,8 @@ def _summary_text(s: dict, cfg, out_dir: Path, config: Path) -> str:
         "Look at it:",
         f"  MLflow UI:   mlflow ui --backend-store-uri {t.get('tracking_uri', 'sqlite:///mlflow.db')}"
         "   (runs, metrics, plots, registered models)",
-        "  Prefect UI:  prefect server start   (then open http://127.0.0.1:4200: flow runs)",
+        f"  Prefect UI:  PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')} prefect "
+        "server start   (then open http://127.0.0.1:4200: flow runs)",
         f"  predictions: polars.scan_parquet('{sc['output']}/**/*.parquet')",
         f"  lake:        cnnlstm lake summary -c {config}   (rows, sources, quarantine)",
     ]
