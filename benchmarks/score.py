@@ -56,10 +56,19 @@ def main() -> None:
     norm = fit_normalizer(ws.windows, cfg.window.normalize, ws.task)
     torch.manual_seed(0)
     model = build_model(cfg.model, len(channels), ws.n_outputs).eval()
-    meta = {"model": cfg.model.model_dump(mode="json"), "n_channels": len(channels),
-            "n_outputs": ws.n_outputs, "horizon": None, "task": ws.task, "channels": channels,
-            "window": cfg.window.model_dump(mode="json"), "normalizer": norm.to_dict(),
-            "classes": ws.classes, "class_names": ws.class_names, "target_channels": []}
+    meta = {
+        "model": cfg.model.model_dump(mode="json"),
+        "n_channels": len(channels),
+        "n_outputs": ws.n_outputs,
+        "horizon": None,
+        "task": ws.task,
+        "channels": channels,
+        "window": cfg.window.model_dump(mode="json"),
+        "normalizer": norm.to_dict(),
+        "classes": ws.classes,
+        "class_names": ws.class_names,
+        "target_channels": [],
+    }
     work = ROOT / "benchmarks" / "_work" / "score"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -70,8 +79,11 @@ def main() -> None:
         info = log_pyfunc_model(work / "model.safetensors")
     pm = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
 
-    pdf = raw.select("entity_id", "timestamp", *channels, "label").with_columns(
-        pl.col("timestamp").dt.replace_time_zone(None)).to_pandas()
+    pdf = (
+        raw.select("entity_id", "timestamp", *channels, "label")
+        .with_columns(pl.col("timestamp").dt.replace_time_zone(None))
+        .to_pandas()
+    )
     inner: CnnLstmModel = pm.unwrap_python_model()
     w, _ = inner.windows(raw)
     x = torch.from_numpy(norm.apply(w.x, w.lengths))
@@ -81,7 +93,7 @@ def main() -> None:
     def torch_forward() -> None:
         with torch.inference_mode():
             for i in range(0, n, bs):
-                model(x[i:i + bs])
+                model(x[i : i + bs])
 
     def pyfunc_predict() -> None:
         out = pm.predict(pdf, params={"batch_size": bs})
@@ -98,14 +110,19 @@ def main() -> None:
         pyfunc_predict()
         t_pyf.append(time.perf_counter() - t)
     tt, tp = statistics.median(t_torch), statistics.median(t_pyf)
-    print(f"# score benchmark {dt.date.today().isoformat()} | {platform.processor() or 'cpu'} "
-          f"{os.cpu_count()} cores | torch {torch.__version__} (threads "
-          f"{torch.get_num_threads()}) | mlflow {mlflow.__version__}")
-    print(f"windows: {n} from {args.recordings} HAPT recordings ({raw.height} readings), "
-          f"window {cfg.window.size}/{cfg.window.stride}, batch {bs}, model "
-          f"conv {cfg.model.conv.channels} {cfg.model.rnn.cell} {cfg.model.rnn.hidden_size}")
-    print(f"raw torch forward      : {n / tt:10.0f} windows/s  ({tt:.3f} s, median of "
-          f"{args.repeats})")
+    print(
+        f"# score benchmark {dt.date.today().isoformat()} | {platform.processor() or 'cpu'} "
+        f"{os.cpu_count()} cores | torch {torch.__version__} (threads "
+        f"{torch.get_num_threads()}) | mlflow {mlflow.__version__}"
+    )
+    print(
+        f"windows: {n} from {args.recordings} HAPT recordings ({raw.height} readings), "
+        f"window {cfg.window.size}/{cfg.window.stride}, batch {bs}, model "
+        f"conv {cfg.model.conv.channels} {cfg.model.rnn.cell} {cfg.model.rnn.hidden_size}"
+    )
+    print(
+        f"raw torch forward      : {n / tt:10.0f} windows/s  ({tt:.3f} s, median of {args.repeats})"
+    )
     print(f"pyfunc predict (raw in): {n / tp:10.0f} windows/s  ({tp:.3f} s)")
     ratio = tp / tt
     print(f"overhead: {ratio:.3f}x  (target <= 1.25x: {'met' if ratio <= 1.25 else 'NOT met'})")

@@ -33,12 +33,16 @@ def hapt_readings(path: Path) -> pl.LazyFrame:
     zfill = lambda c: pl.col(c).cast(pl.String).str.zfill(2)  # noqa: E731
     return pl.scan_parquet(path).select(
         pl.format("exp{}_user{}", zfill("experiment"), zfill("user")).alias("entity_id"),
-        (pl.lit(t0).dt.cast_time_unit("us")
-         + pl.duration(milliseconds=pl.col("sample").cast(pl.Int64) * 20)).alias("timestamp"),
+        (
+            pl.lit(t0).dt.cast_time_unit("us")
+            + pl.duration(milliseconds=pl.col("sample").cast(pl.Int64) * 20)
+        ).alias("timestamp"),
         *[pl.col(c).cast(pl.Float32) for c in CHANNELS],
         pl.col("activity_id").cast(pl.Int64).alias("label"),
-        pl.col("experiment").cast(pl.Int64), pl.col("user").cast(pl.Int64),
-        pl.col("split").cast(pl.String), pl.col("activity").cast(pl.String),
+        pl.col("experiment").cast(pl.Int64),
+        pl.col("user").cast(pl.Int64),
+        pl.col("split").cast(pl.String),
+        pl.col("activity").cast(pl.String),
     )
 
 
@@ -46,8 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path("configs/hapt.yaml"))
     ap.add_argument("--out", type=Path, default=Path("runs/hapt"))
-    ap.add_argument("--parquet", type=Path, default=None,
-                    help="read this HAPT parquet instead of the lake")
+    ap.add_argument(
+        "--parquet", type=Path, default=None, help="read this HAPT parquet instead of the lake"
+    )
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     args = ap.parse_args()
 
@@ -57,17 +62,24 @@ def main() -> None:
     m = train_from_config(cfg, args.out, readings=readings)
     wall = time.perf_counter() - t0
     summary = {
-        "config": str(args.config), "overrides": args.set,
-        "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
+        "config": str(args.config),
+        "overrides": args.set,
+        "test_accuracy": m["test"]["accuracy"],
+        "test_macro_f1": m["test"]["macro_f1"],
         "val_accuracy": m.get("val", {}).get("accuracy"),
         "val_macro_f1": m.get("val", {}).get("macro_f1"),
-        "n_windows": m["n_windows"], "best_epoch": m["best_epoch"],
-        "epochs_run": m["epochs_run"], "refit_full": m.get("refit_full", False),
+        "n_windows": m["n_windows"],
+        "best_epoch": m["best_epoch"],
+        "epochs_run": m["epochs_run"],
+        "refit_full": m.get("refit_full", False),
         "refit_fit_seconds": round(m["refit"]["fit_seconds"], 1) if "refit" in m else None,
         "wall_seconds": round(wall, 1),
-        "fit_seconds": round(m["fit_seconds"], 1), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "device": m["device"],
+        "fit_seconds": round(m["fit_seconds"], 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "device": m["device"],
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     print(json.dumps(summary))

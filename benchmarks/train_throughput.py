@@ -53,9 +53,14 @@ class NaiveCNNRNN(nn.Module):
     def __init__(self, cell: str, filters: int = 64, k: int = 5, hidden: int = 128):
         super().__init__()
         self.cnn = nn.Sequential(
-            nn.Conv1d(C, filters, k, padding=k // 2), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(filters, filters, k, padding=k // 2), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Dropout(0.1), nn.Flatten(),
+            nn.Conv1d(C, filters, k, padding=k // 2),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(filters, filters, k, padding=k // 2),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Dropout(0.1),
+            nn.Flatten(),
         )
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(filters * (T // S // 4), hidden, num_layers=2, batch_first=True)
@@ -65,7 +70,7 @@ class NaiveCNNRNN(nn.Module):
         sub = x.shape[-1] // S
         feats = []
         for t in range(S):  # "TimeDistributed": one CNN call per sub-sequence
-            feats.append(self.cnn(x[:, :, t * sub:(t + 1) * sub]))
+            feats.append(self.cnn(x[:, :, t * sub : (t + 1) * sub]))
         out, _ = self.rnn(torch.stack(feats, dim=1))  # (B, S, F) -> (B, S, H)
         return self.head(out[:, -1])
 
@@ -86,12 +91,14 @@ class WindowDataset(torch.utils.data.Dataset):
 def default_model(cell: str, arch: str = "serial") -> nn.Module:
     from cnnlstm.models import ModelConfig, build_model
 
-    cfg = ModelConfig.model_validate({
-        "arch": arch,
-        "n_subsequences": S,
-        "conv": {"channels": [64, 64], "kernel_size": 5, "pool": "max", "pool_size": 2},
-        "rnn": {"cell": cell, "hidden_size": 128, "num_layers": 2},
-    })
+    cfg = ModelConfig.model_validate(
+        {
+            "arch": arch,
+            "n_subsequences": S,
+            "conv": {"channels": [64, 64], "kernel_size": 5, "pool": "max", "pool_size": 2},
+            "rnn": {"cell": cell, "hidden_size": 128, "num_layers": 2},
+        }
+    )
     return build_model(cfg, C, K)
 
 
@@ -118,8 +125,12 @@ def bench_naive(x_np, y_np, cell, bs, steps, warmup, device, amp, workers) -> fl
     model = NaiveCNNRNN(cell).to(device).train()
     opt = _optimizer(model, device)
     loader = torch.utils.data.DataLoader(
-        WindowDataset(x_np, y_np), batch_size=bs, shuffle=True, num_workers=workers,
-        drop_last=True, pin_memory=device.type == "cuda",
+        WindowDataset(x_np, y_np),
+        batch_size=bs,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
     )
     it = iter(loader)  # worker start-up is not timed
     for _ in range(warmup):
@@ -129,8 +140,14 @@ def bench_naive(x_np, y_np, cell, bs, steps, warmup, device, amp, workers) -> fl
     t0 = time.perf_counter()
     for _ in range(steps):
         xb, yb = next(it)
-        _step(model, opt, xb.to(device, non_blocking=True), yb.to(device, non_blocking=True),
-              device, amp)
+        _step(
+            model,
+            opt,
+            xb.to(device, non_blocking=True),
+            yb.to(device, non_blocking=True),
+            device,
+            amp,
+        )
     _sync(device)
     dt_s = time.perf_counter() - t0
     del it, loader
@@ -161,22 +178,37 @@ def bench_default(x_dev, y_dev, cell, bs, steps, warmup, device, amp, arch="seri
 def _device_line(device: torch.device) -> str:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        return (f"cuda: {p.name} ({p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-                f"cuDNN {torch.backends.cudnn.version()}")
-    return (f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"torch threads {torch.get_num_threads()}")
+        return (
+            f"cuda: {p.name} ({p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}"
+        )
+    return (
+        f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                    help="default: 256 1024 on CPU, 1024 2048 4096 8192 16384 on CUDA")
+    ap.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="default: 256 1024 on CPU, 1024 2048 4096 8192 16384 on CUDA",
+    )
     ap.add_argument("--cells", nargs="+", choices=["lstm", "gru"], default=["lstm", "gru"])
-    ap.add_argument("--pipelines", nargs="+", choices=["naive", "default"],
-                    default=["naive", "default"])
-    ap.add_argument("--archs", nargs="+", choices=["serial", "subseq"], default=["serial"],
-                    help="default-path models: serial (the reference) and/or subseq (the naive "
-                    "model's layout, sub-sequences folded into the batch instead of a loop)")
+    ap.add_argument(
+        "--pipelines", nargs="+", choices=["naive", "default"], default=["naive", "default"]
+    )
+    ap.add_argument(
+        "--archs",
+        nargs="+",
+        choices=["serial", "subseq"],
+        default=["serial"],
+        help="default-path models: serial (the reference) and/or subseq (the naive "
+        "model's layout, sub-sequences folded into the batch instead of a loop)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="timed steps (CPU 3, CUDA 30)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (CPU 1, CUDA 10)")
     ap.add_argument("--n-windows", type=int, default=65_536)
@@ -206,11 +238,15 @@ def main() -> None:
     x_dev = torch.from_numpy(x_np).to(device)
     y_dev = torch.from_numpy(y_np).to(device)
 
-    print(f"# train throughput {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC | torch "
-          f"{torch.__version__} | {_device_line(device)}")
-    print(f"# {C} ch x {T} steps, {K} classes, {args.n_windows:,} synthetic windows | "
-          f"{'bf16 autocast' if args.amp else 'fp32'} | {warmup} warm-up + {steps} timed steps "
-          f"| naive DataLoader workers {args.workers}")
+    print(
+        f"# train throughput {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC | torch "
+        f"{torch.__version__} | {_device_line(device)}"
+    )
+    print(
+        f"# {C} ch x {T} steps, {K} classes, {args.n_windows:,} synthetic windows | "
+        f"{'bf16 autocast' if args.amp else 'fp32'} | {warmup} warm-up + {steps} timed steps "
+        f"| naive DataLoader workers {args.workers}"
+    )
     archs = args.archs if "default" in args.pipelines else []
     head = f"{'cell':<5} {'batch':>6} {'naive w/s':>12}"
     for arch in archs:
@@ -221,8 +257,9 @@ def main() -> None:
         for bs in sizes:
             naive = None
             if "naive" in args.pipelines:
-                naive = bench_naive(x_np, y_np, cell, bs, steps, warmup, device, args.amp,
-                                    args.workers)
+                naive = bench_naive(
+                    x_np, y_np, cell, bs, steps, warmup, device, args.amp, args.workers
+                )
             line = f"{cell:<5} {bs:>6} {_fmt(naive):>12}"
             for arch in archs:
                 wps = bench_default(x_dev, y_dev, cell, bs, steps, warmup, device, args.amp, arch)

@@ -118,7 +118,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         tensors = st_load(raw)
         n = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + n])
+        header = json.loads(raw[8 : 8 + n])
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     md = header.get("__metadata__") or {}
@@ -138,7 +138,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from cnnlstm.models.config import ModelConfig
 
     tensors, meta = read_model_file(path)
-    model = build_model(ModelConfig.model_validate(meta["model"]), meta["n_channels"],
-                        meta["n_outputs"], meta.get("horizon"), meta.get("n_channels2"))
+    model = build_model(
+        ModelConfig.model_validate(meta["model"]),
+        meta["n_channels"],
+        meta["n_outputs"],
+        meta.get("horizon"),
+        meta.get("n_channels2"),
+    )
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta

@@ -23,8 +23,9 @@ SetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON report on stdout")]
 NameOpt = Annotated[
     str | None,
-    typer.Option("--name", help="registered model (default: tracking.registered_model or "
-                 "data.name)"),
+    typer.Option(
+        "--name", help="registered model (default: tracking.registered_model or data.name)"
+    ),
 ]
 
 
@@ -56,8 +57,9 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
 
 
-def models(config: ConfigOpt, name: NameOpt = None, json_out: JsonOpt = False,
-           override: SetOpt = None) -> None:
+def models(
+    config: ConfigOpt, name: NameOpt = None, json_out: JsonOpt = False, override: SetOpt = None
+) -> None:
     """List the registered model's versions with their aliases and the champion metric."""
     from rich.table import Table
 
@@ -77,8 +79,14 @@ def models(config: ConfigOpt, name: NameOpt = None, json_out: JsonOpt = False,
     for c in ("version", "aliases", "metric", "value", "run", "decision"):
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(r["version"], ", ".join(r["aliases"]), r["metric"] or "", r["value"] or "",
-                  (r["run_id"] or "")[:12], r["decision"] or "")
+        t.add_row(
+            r["version"],
+            ", ".join(r["aliases"]),
+            r["metric"] or "",
+            r["value"] or "",
+            (r["run_id"] or "")[:12],
+            r["decision"] or "",
+        )
     Console().print(t)
 
 
@@ -99,15 +107,16 @@ def promote(
         before = do_promote(_name(cfg, name), version, alias, uri)
     except _user_errors() as e:
         _fail(str(e))
-    Console().print(f"{_name(cfg, name)}@{alias}: "
-                    f"{'v' + before if before else '(none)'} -> v{version}")
+    Console().print(
+        f"{_name(cfg, name)}@{alias}: {'v' + before if before else '(none)'} -> v{version}"
+    )
 
 
 def score(
     config: ConfigOpt,
     model_uri: Annotated[
-        str | None, typer.Option("--model", "-m",
-                                 help="model URI (default: models:/<registered>@champion)")
+        str | None,
+        typer.Option("--model", "-m", help="model URI (default: models:/<registered>@champion)"),
     ] = None,
     output: Annotated[str | None, typer.Option("--out", "-o", help="predictions folder")] = None,
     where: Annotated[
@@ -135,9 +144,16 @@ def score(
             filt[k.strip()] = yaml.safe_load(v)
     if device not in (None, "auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device})")
-    with Progress(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("files"), TimeElapsedColumn(), console=err, transient=True,
-                  disable=json_out) as progress:
+    with Progress(
+        TextColumn("[bold]score"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=json_out,
+    ) as progress:
         task = progress.add_task("", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -151,12 +167,16 @@ def score(
     if json_out:
         _print_json(rep.to_dict())
         return
-    acc = f", accuracy {rep.accuracy:.4f} on {rep.labelled_rows} labelled windows" \
-        if rep.accuracy is not None else ""
+    acc = (
+        f", accuracy {rep.accuracy:.4f} on {rep.labelled_rows} labelled windows"
+        if rep.accuracy is not None
+        else ""
+    )
     Console().print(
         f"scored with {rep.model_name} v{rep.model_version}: {rep.files_scored} new lake files "
         f"({rep.files_already_scored} already scored), {rep.rows_written} predictions -> "
-        f"{rep.output}{acc}")
+        f"{rep.output}{acc}"
+    )
 
 
 def tune(
@@ -187,9 +207,11 @@ def tune(
     if json_out:
         _print_json(summary)
         return
-    Console().print(f"best {summary['metric']} {summary['best_value']:.4f} (trial "
-                    f"{summary['best_trial']}; {summary['states']}); config: "
-                    f"{summary['best_config']}")
+    Console().print(
+        f"best {summary['metric']} {summary['best_value']:.4f} (trial "
+        f"{summary['best_trial']}; {summary['states']}); config: "
+        f"{summary['best_config']}"
+    )
 
 
 COMMANDS = {"models": models, "promote": promote, "score": score, "tune": tune}

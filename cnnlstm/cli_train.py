@@ -79,14 +79,18 @@ def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict
 
 
 def _summary(m: dict, out: Path) -> str:
-    lines = [f"[bold]trained[/bold] {m['task']} on {m['device']}: best epoch {m['best_epoch']} "
-             f"of {m['epochs_run']} ({m['wall_seconds']:.0f} s)"]
+    lines = [
+        f"[bold]trained[/bold] {m['task']} on {m['device']}: best epoch {m['best_epoch']} "
+        f"of {m['epochs_run']} ({m['wall_seconds']:.0f} s)"
+    ]
     for part in ("val", "test"):
         if part in m:
             r = m[part]
             if m["task"] == "classification":
-                lines.append(f"  {part}: accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
-                             f"  (n={r['n']})")
+                lines.append(
+                    f"  {part}: accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+                    f"  (n={r['n']})"
+                )
             else:
                 extra = ""
                 if "persistence" in r:
@@ -95,6 +99,8 @@ def _summary(m: dict, out: Path) -> str:
     lines.append(f"  outputs: {out}/model.safetensors, metrics.json, plots/")
     if "registered_model" in m:
         r = m["registered_model"]
-        lines.append(f"  MLflow run {m.get('mlflow_run_id')}: registered {r['name']} "
-                     f"v{r['version']} - {r['decision']}")
+        lines.append(
+            f"  MLflow run {m.get('mlflow_run_id')}: registered {r['name']} "
+            f"v{r['version']} - {r['decision']}"
+        )
     return "\n".join(lines)

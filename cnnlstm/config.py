@@ -286,7 +286,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> list[str]:
     before the CLI's ``--set`` values, so those win."""
     env = os.environ if environ is None else environ
     return [
-        f"{k[len(ENV_PREFIX):].lower().replace('__', '.')}={v}"
+        f"{k[len(ENV_PREFIX) :].lower().replace('__', '.')}={v}"
         for k, v in sorted(env.items())
         if k.startswith(ENV_PREFIX) and len(k) > len(ENV_PREFIX)
     ]

@@ -34,8 +34,12 @@ def classification_metrics(
         "accuracy": float(tp.sum() / n) if n else float("nan"),
         "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
         "per_class": {
-            names[k]: {"precision": float(precision[k]), "recall": float(recall[k]),
-                       "f1": float(f1[k]), "support": int(support[k])}
+            names[k]: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+            }
             for k in range(n_classes)
         },
         "confusion_matrix": cm.tolist(),
@@ -57,8 +61,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]
     return out
 
 
-def persistence_forecast(x: np.ndarray, lengths: np.ndarray, target_idx: list[int],
-                         horizon: int) -> np.ndarray:
+def persistence_forecast(
+    x: np.ndarray, lengths: np.ndarray, target_idx: list[int], horizon: int
+) -> np.ndarray:
     """The naive forecast: the last observed value repeated. x (N, C, L) -> (N, H, K)."""
     last = x[np.arange(len(x)), :, lengths - 1][:, target_idx]  # (N, K)
     return np.repeat(last[:, None, :], horizon, axis=1)

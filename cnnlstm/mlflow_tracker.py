@@ -64,7 +64,7 @@ def tracking_uri(cfg=None) -> str:
         uri = cfg.tracking.uri
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             # a relative sqlite path is relative to the config file, like every other path
-            uri = "sqlite:///" + cfg.resolve_path(uri[len("sqlite:///"):])
+            uri = "sqlite:///" + cfg.resolve_path(uri[len("sqlite:///") :])
         return uri
     root = project_root(cfg.base_dir if cfg is not None else None)
     return f"sqlite:///{root / 'mlflow.db'}"
@@ -76,7 +76,7 @@ def artifact_root(uri: str, cfg=None) -> str | None:
     if cfg is not None and cfg.tracking.artifact_location:
         return cfg.tracking.artifact_location
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
     return None
 
 
@@ -92,12 +92,14 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
                 f"MLflow tracking server {uri} is not reachable ({type(e).__name__}). Start it "
                 "(`mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
                 "sqlite:///mlflow.db`), or unset MLFLOW_TRACKING_URI / tracking.uri to track "
-                "into the local sqlite file") from None
+                "into the local sqlite file"
+            ) from None
         if r.status_code >= 500:
             raise TrackingUnavailableError(
-                f"MLflow tracking server {uri} answered {r.status_code} on /health")
+                f"MLflow tracking server {uri} answered {r.status_code} on /health"
+            )
     elif uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 def use_tracking(cfg=None, uri: str | None = None) -> str:
@@ -127,8 +129,10 @@ def ensure_experiment(name: str, uri: str, cfg=None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {name!r} is deleted: restore it or set "
-                             "tracking.experiment to another name")
+            raise ValueError(
+                f"MLflow experiment {name!r} is deleted: restore it or set "
+                "tracking.experiment to another name"
+            )
         return exp.experiment_id
     try:
         return client.create_experiment(name, artifact_location=artifact_root(uri, cfg))
@@ -152,10 +156,14 @@ def runtime_tags(root: Path | None = None) -> dict[str, str]:
     import cnnlstm
 
     tags = {
-        "versions.python": platform.python_version(), "versions.torch": torch.__version__,
-        "versions.mlflow": mlflow.__version__, "versions.numpy": np.__version__,
-        "versions.polars": pl.__version__, "versions.cnnlstm": cnnlstm.__version__,
-        "host.platform": platform.platform(), "host.cpus": str(os.cpu_count()),
+        "versions.python": platform.python_version(),
+        "versions.torch": torch.__version__,
+        "versions.mlflow": mlflow.__version__,
+        "versions.numpy": np.__version__,
+        "versions.polars": pl.__version__,
+        "versions.cnnlstm": cnnlstm.__version__,
+        "host.platform": platform.platform(),
+        "host.cpus": str(os.cpu_count()),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     if torch.cuda.is_available():
@@ -163,12 +171,24 @@ def runtime_tags(root: Path | None = None) -> dict[str, str]:
         tags["versions.cuda"] = str(torch.version.cuda)
     root = root or project_root()
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        tags |= {"git.commit": commit, "mlflow.source.git.commit": commit,
-                 "git.dirty": str(bool(dirty)).lower()}
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        tags |= {
+            "git.commit": commit,
+            "mlflow.source.git.commit": commit,
+            "git.dirty": str(bool(dirty)).lower(),
+        }
     except (OSError, subprocess.SubprocessError):
         tags["git.commit"] = "unknown"
     return tags
@@ -189,10 +209,22 @@ def lake_lineage(lake_uri: str) -> dict[str, Any]:
             for chunk in iter(lambda fp=fp: fp.read(1 << 20), b""):
                 fh.update(chunk)
         h.update(f"{f.path}\t{f.rows}\t{fh.hexdigest()}\n".encode())
-        listed.append({"path": f.path, "entity_id": f.entity_id, "date": f.date, "rows": f.rows,
-                       "sha256": fh.hexdigest()})
-    return {"lake": lake_uri, "fingerprint": h.hexdigest(), "files": listed,
-            "n_files": len(listed), "rows": sum(f["rows"] for f in listed)}
+        listed.append(
+            {
+                "path": f.path,
+                "entity_id": f.entity_id,
+                "date": f.date,
+                "rows": f.rows,
+                "sha256": fh.hexdigest(),
+            }
+        )
+    return {
+        "lake": lake_uri,
+        "fingerprint": h.hexdigest(),
+        "files": listed,
+        "n_files": len(listed),
+        "rows": sum(f["rows"] for f in listed),
+    }
 
 
 def _dataset(cfg, lineage: dict[str, Any]):
@@ -213,8 +245,9 @@ def _dataset(cfg, lineage: dict[str, Any]):
 
         source = HTTPDatasetSource(lineage["lake"])
     # the tracking store keeps at most 36 characters of digest; the full one is a run tag
-    return MetaDataset(source, name=cfg.data.name, digest=lineage["fingerprint"][:32],
-                       schema=Schema(cols))
+    return MetaDataset(
+        source, name=cfg.data.name, digest=lineage["fingerprint"][:32], schema=Schema(cols)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +259,7 @@ _PARAM_MAX = 6000  # MLflow's limit on a param value; the full config is config/
 
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v)
-    return s if len(s) <= _PARAM_MAX else s[:_PARAM_MAX - 20] + "...(truncated)"
+    return s if len(s) <= _PARAM_MAX else s[: _PARAM_MAX - 20] + "...(truncated)"
 
 
 class MlflowTracker(Tracker):
@@ -240,18 +273,29 @@ class MlflowTracker(Tracker):
         raise to stop training (Optuna pruning).
     """
 
-    def __init__(self, cfg=None, *, uri: str | None = None, experiment: str | None = None,
-                 log_model: bool = True, register: bool | None = None, nested: bool = False,
-                 run_name: str | None = None, tags: dict[str, str] | None = None,
-                 on_metrics: Callable[[dict[str, float], int | None], None] | None = None,
-                 handle_sigterm: bool = True):
+    def __init__(
+        self,
+        cfg=None,
+        *,
+        uri: str | None = None,
+        experiment: str | None = None,
+        log_model: bool = True,
+        register: bool | None = None,
+        nested: bool = False,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+        on_metrics: Callable[[dict[str, float], int | None], None] | None = None,
+        handle_sigterm: bool = True,
+    ):
         self.cfg = cfg
         self.uri = uri or tracking_uri(cfg)
-        self.experiment = experiment or (cfg.tracking.experiment if cfg is not None
-                                         else "cnnlstm")
+        self.experiment = experiment or (cfg.tracking.experiment if cfg is not None else "cnnlstm")
         self.log_model_enabled = log_model
-        self.register = (cfg.tracking.register_model if cfg is not None else False) \
-            if register is None else register
+        self.register = (
+            (cfg.tracking.register_model if cfg is not None else False)
+            if register is None
+            else register
+        )
         self.nested = nested
         self.run_name = run_name
         self.extra_tags = dict(tags or {})
@@ -279,8 +323,9 @@ class MlflowTracker(Tracker):
         root = project_root(self.cfg.base_dir if self.cfg is not None else None)
         all_tags = runtime_tags(root) | (tags or {}) | self.extra_tags
         self.task = all_tags.get("task")
-        run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name or name,
-                               nested=self.nested, tags=all_tags)
+        run = mlflow.start_run(
+            experiment_id=exp_id, run_name=self.run_name or name, nested=self.nested, tags=all_tags
+        )
         self.run_id = run.info.run_id
         self._install_sigterm()
         if self.cfg is None:
@@ -304,10 +349,19 @@ class MlflowTracker(Tracker):
             return
         lin = lake_lineage(lake_uri)
         mlflow.log_dict(lin, "lineage/lake_files.json")
-        mlflow.set_tags({"lake.uri": lake_uri, "lake.fingerprint": lin["fingerprint"],
-                         "lake.files": str(lin["n_files"]), "lake.rows": str(lin["rows"])})
-        mlflow.log_input(_dataset(self.cfg, lin), context="training",
-                         tags={"files": str(lin["n_files"]), "rows": str(lin["rows"])})
+        mlflow.set_tags(
+            {
+                "lake.uri": lake_uri,
+                "lake.fingerprint": lin["fingerprint"],
+                "lake.files": str(lin["n_files"]),
+                "lake.rows": str(lin["rows"]),
+            }
+        )
+        mlflow.log_input(
+            _dataset(self.cfg, lin),
+            context="training",
+            tags={"files": str(lin["n_files"]), "rows": str(lin["rows"])},
+        )
 
     def end_run(self, status: str = "FINISHED") -> None:
         import mlflow
@@ -375,7 +429,7 @@ class MlflowTracker(Tracker):
             self._params |= new
             items = list(new.items())
             for i in range(0, len(items), 100):  # the REST API takes 100 params per batch
-                mlflow.log_params(dict(items[i:i + 100]))
+                mlflow.log_params(dict(items[i : i + 100]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import mlflow
@@ -385,8 +439,9 @@ class MlflowTracker(Tracker):
             # end-of-run values (e.g. val_accuracy of the restored best weights) must not land on
             # a per-epoch curve as an extra point: those that share a curve's name get "final_"
             self.final_metrics |= clean
-            mlflow.log_metrics({f"final_{k}" if k in self._curves else k: v
-                                for k, v in clean.items()})
+            mlflow.log_metrics(
+                {f"final_{k}" if k in self._curves else k: v for k, v in clean.items()}
+            )
         else:
             self._curves |= set(clean)
             mlflow.log_metrics(clean, step=step)
@@ -414,13 +469,21 @@ class MlflowTracker(Tracker):
         from cnnlstm.pyfunc import log_pyfunc_model
 
         _, meta = read_model_file(weights)
-        mlflow.log_dict({"channels": meta["channels"], **meta["normalizer"]},
-                        "preprocessing/normalizer.json")
-        mlflow.log_dict({"task": meta["task"], "classes": [
-            {"index": i, "value": v, "name": n}
-            for i, (v, n) in enumerate(zip(meta.get("classes") or [],
-                                           meta.get("class_names") or [], strict=False))]},
-            "preprocessing/label_map.json")
+        mlflow.log_dict(
+            {"channels": meta["channels"], **meta["normalizer"]}, "preprocessing/normalizer.json"
+        )
+        mlflow.log_dict(
+            {
+                "task": meta["task"],
+                "classes": [
+                    {"index": i, "value": v, "name": n}
+                    for i, (v, n) in enumerate(
+                        zip(meta.get("classes") or [], meta.get("class_names") or [], strict=False)
+                    )
+                ],
+            },
+            "preprocessing/label_map.json",
+        )
         mlflow.log_dict(meta["window"], "preprocessing/window.json")
         self.task = meta["task"]
         self.model_info = log_pyfunc_model(weights, name="model")

@@ -27,8 +27,9 @@ def overfit_epoch(train_loss: list[float], val_loss: list[float], patience: int 
 def plot_curves(history: list[dict[str, float]], path: Path, best_epoch: int | None = None) -> Path:
     ep = [h["epoch"] + 1 for h in history]
     metric_keys = [k for k in ("val_accuracy", "val_macro_f1", "val_rmse") if k in history[0]]
-    fig, axes = plt.subplots(1, 2 if metric_keys else 1, figsize=(11 if metric_keys else 6, 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if metric_keys else 1, figsize=(11 if metric_keys else 6, 4), squeeze=False
+    )
     ax = axes[0, 0]
     tl = [h["train_loss"] for h in history]
     ax.plot(ep, tl, label="train loss")
@@ -70,8 +71,15 @@ def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str
     for i in range(k):
         for j in range(k):
             if cm_a[i, j]:
-                ax.text(j, i, int(cm_a[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(cm_a[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -79,8 +87,9 @@ def plot_confusion(cm: list[list[int]], names: list[str], path: Path, title: str
     return path
 
 
-def plot_embeddings(feats: np.ndarray, labels: np.ndarray, names: list[str], out: Path,
-                    seed: int = 0) -> list[Path]:
+def plot_embeddings(
+    feats: np.ndarray, labels: np.ndarray, names: list[str], out: Path, seed: int = 0
+) -> list[Path]:
     """PCA and t-SNE of (N, F) features coloured by class."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -88,8 +97,9 @@ def plot_embeddings(feats: np.ndarray, labels: np.ndarray, names: list[str], out
     paths = []
     emb = {"pca": PCA(n_components=2, random_state=seed).fit_transform(feats)}
     if len(feats) > 10:
-        emb["tsne"] = TSNE(n_components=2, perplexity=min(30, len(feats) // 4), init="pca",
-                           random_state=seed).fit_transform(feats)
+        emb["tsne"] = TSNE(
+            n_components=2, perplexity=min(30, len(feats) // 4), init="pca", random_state=seed
+        ).fit_transform(feats)
     for kind, z in emb.items():
         fig, ax = plt.subplots(figsize=(6.5, 5))
         for k, name in enumerate(names):
@@ -106,8 +116,17 @@ def plot_embeddings(feats: np.ndarray, labels: np.ndarray, names: list[str], out
     return paths
 
 
-def training_plots(out_dir: Path, model, res, prep, metrics: dict[str, Any], preds, device,
-                   n_points: int, seed: int) -> list[Path]:
+def training_plots(
+    out_dir: Path,
+    model,
+    res,
+    prep,
+    metrics: dict[str, Any],
+    preds,
+    device,
+    n_points: int,
+    seed: int,
+) -> list[Path]:
     """All plots of a run under out_dir/plots; returns their paths."""
     import torch
 
@@ -119,8 +138,14 @@ def training_plots(out_dir: Path, model, res, prep, metrics: dict[str, Any], pre
     ws = prep.ws
     part = "test" if "test" in metrics else "val" if "val" in metrics else None
     if ws.task == "classification" and part:
-        paths.append(plot_confusion(metrics[part]["confusion_matrix"], ws.class_names,
-                                    out / f"confusion_{part}.png", f"{part} confusion"))
+        paths.append(
+            plot_confusion(
+                metrics[part]["confusion_matrix"],
+                ws.class_names,
+                out / f"confusion_{part}.png",
+                f"{part} confusion",
+            )
+        )
         w = prep.parts[part]
         if n_points and len(w) > 2:
             idx = np.random.default_rng(seed).permutation(len(w))[:n_points]

@@ -113,13 +113,16 @@ class CnnLstmModel(mlflow.pyfunc.PythonModel):
         outs = []
         with torch.inference_mode():
             for i in range(0, len(lengths), batch_size):
-                ln = lengths[i:i + batch_size]
-                xb = torch.from_numpy(norm.apply(x[i:i + batch_size], ln)).to(self.device)
+                ln = lengths[i : i + batch_size]
+                xb = torch.from_numpy(norm.apply(x[i : i + batch_size], ln)).to(self.device)
                 lb = None if bool((ln == L).all()) else torch.from_numpy(ln).to(self.device)
                 outs.append(self.model(xb, lb).float().cpu())
         if not outs:
-            shape = (0, self.meta["n_outputs"]) if self.meta.get("horizon") is None else \
-                (0, self.meta["horizon"], self.meta["n_outputs"])
+            shape = (
+                (0, self.meta["n_outputs"])
+                if self.meta.get("horizon") is None
+                else (0, self.meta["horizon"], self.meta["n_outputs"])
+            )
             return np.zeros(shape, np.float32)
         return torch.cat(outs).numpy()
 
@@ -141,8 +144,10 @@ def _clean_input(meta: dict[str, Any], df: pl.DataFrame) -> pl.DataFrame:
     channels = list(meta["channels"])
     missing = [c for c in ("entity_id", "timestamp", *channels) if c not in df.columns]
     if missing:
-        raise ValueError(f"readings lack the model's columns {missing}; the model expects "
-                         f"entity_id, timestamp and channels {channels}")
+        raise ValueError(
+            f"readings lack the model's columns {missing}; the model expects "
+            f"entity_id, timestamp and channels {channels}"
+        )
     ts = df["timestamp"]
     if ts.dtype == pl.Datetime:
         tz = ts.dtype.time_zone
@@ -152,8 +157,11 @@ def _clean_input(meta: dict[str, Any], df: pl.DataFrame) -> pl.DataFrame:
         ts = ts.str.to_datetime(time_unit="us", time_zone="UTC")
     else:
         raise ValueError(f"timestamp must be a datetime (got {ts.dtype})")
-    cols = [pl.col("entity_id").cast(pl.String), ts.alias("timestamp"),
-            *[pl.col(c).cast(pl.Float32) for c in channels]]
+    cols = [
+        pl.col("entity_id").cast(pl.String),
+        ts.alias("timestamp"),
+        *[pl.col(c).cast(pl.Float32) for c in channels],
+    ]
     if "label" in df.columns:
         cols.append(pl.col("label"))
     target = meta["window"].get("target_column")
@@ -199,8 +207,10 @@ def make_windows(meta: dict[str, Any], df: pl.DataFrame):
 
 def _join_truth(w, lab, truth: np.ndarray) -> np.ndarray:
     """truth (of the labelled windows `lab`) placed on the windows `w` by (entity, start)."""
-    key = {(e, s): i for i, (e, s) in enumerate(zip(lab.entity.tolist(), lab.start.tolist(),
-                                                    strict=True))}
+    key = {
+        (e, s): i
+        for i, (e, s) in enumerate(zip(lab.entity.tolist(), lab.start.tolist(), strict=True))
+    }
     out = np.full(len(w), None, dtype=object)
     for j, k in enumerate(zip(w.entity.tolist(), w.start.tolist(), strict=True)):
         i = key.get(k)
@@ -210,8 +220,11 @@ def _join_truth(w, lab, truth: np.ndarray) -> np.ndarray:
 
 
 def _class_dtype(classes: list[Any]) -> pl.DataType:
-    return pl.Int64 if all(isinstance(c, int) and not isinstance(c, bool) for c in classes) \
+    return (
+        pl.Int64
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
         else pl.String
+    )
 
 
 def format_predictions(meta: dict[str, Any], w, out: np.ndarray, y_true) -> pl.DataFrame:
@@ -229,16 +242,20 @@ def format_predictions(meta: dict[str, Any], w, out: np.ndarray, y_true) -> pl.D
         dt = _class_dtype(classes)
         conv = int if dt == pl.Int64 else str
         idx = out.argmax(1) if len(out) else np.zeros(0, np.int64)
-        prob = torch.softmax(torch.from_numpy(out), 1).numpy() if len(out) else \
-            np.zeros((0, len(classes)), np.float32)
+        prob = (
+            torch.softmax(torch.from_numpy(out), 1).numpy()
+            if len(out)
+            else np.zeros((0, len(classes)), np.float32)
+        )
         names = list(meta.get("class_names") or [str(c) for c in classes])
         cols["predicted"] = pl.Series([conv(classes[i]) for i in idx], dtype=dt)
         cols["predicted_name"] = pl.Series([names[i] for i in idx], dtype=pl.String)
         cols["probability"] = pl.Series(prob.max(1) if len(prob) else [], dtype=pl.Float32)
         for k, c in enumerate(classes):
             cols[f"prob_{c}"] = pl.Series(prob[:, k], dtype=pl.Float32)
-        lab = [None] * len(w) if y_true is None else [None if v is None else conv(v)
-                                                       for v in y_true]
+        lab = (
+            [None] * len(w) if y_true is None else [None if v is None else conv(v) for v in y_true]
+        )
         cols["label"] = pl.Series(lab, dtype=dt)
     elif task == "regression":
         from cnnlstm.windows import Normalizer
@@ -270,17 +287,26 @@ def signature(meta: dict[str, Any]):
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     ch = list(meta["channels"])
-    inputs = [ColSpec("string", "entity_id"), ColSpec("datetime", "timestamp"),
-              *[ColSpec("float", c) for c in ch]]
-    outputs = [ColSpec("string", "entity_id"), ColSpec("datetime", "window_start"),
-               ColSpec("datetime", "window_end")]
+    inputs = [
+        ColSpec("string", "entity_id"),
+        ColSpec("datetime", "timestamp"),
+        *[ColSpec("float", c) for c in ch],
+    ]
+    outputs = [
+        ColSpec("string", "entity_id"),
+        ColSpec("datetime", "window_start"),
+        ColSpec("datetime", "window_end"),
+    ]
     if meta["task"] == "classification":
         t = _mlflow_type(_class_dtype(list(meta["classes"])))
         inputs.append(ColSpec(t, "label", required=False))
-        outputs += [ColSpec(t, "predicted"), ColSpec("string", "predicted_name"),
-                    ColSpec("float", "probability"),
-                    *[ColSpec("float", f"prob_{c}") for c in meta["classes"]],
-                    ColSpec(t, "label", required=False)]
+        outputs += [
+            ColSpec(t, "predicted"),
+            ColSpec("string", "predicted_name"),
+            ColSpec("float", "probability"),
+            *[ColSpec("float", f"prob_{c}") for c in meta["classes"]],
+            ColSpec(t, "label", required=False),
+        ]
     elif meta["task"] == "regression":
         outputs += [ColSpec("double", "predicted"), ColSpec("double", "label", required=False)]
         target = meta["window"].get("target_column")
@@ -321,8 +347,16 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("mlflow", "torch", "numpy", "pandas", "polars", "safetensors", "pydantic",
-                "pyyaml"):
+    for pkg in (
+        "mlflow",
+        "torch",
+        "numpy",
+        "pandas",
+        "polars",
+        "safetensors",
+        "pydantic",
+        "pyyaml",
+    ):
         try:
             out.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
@@ -330,8 +364,9 @@ def pip_requirements() -> list[str]:
     return out
 
 
-def log_pyfunc_model(weights: str | Path, name: str = "model", tmp_dir: str | Path | None = None,
-                     **kw):
+def log_pyfunc_model(
+    weights: str | Path, name: str = "model", tmp_dir: str | Path | None = None, **kw
+):
     """Log model.safetensors as a pyfunc model (models from code; the cnnlstm package goes with
     it as code, so the model serves without this project installed). Returns MLflow's ModelInfo.
     """

@@ -42,8 +42,11 @@ def _client(uri: str | None = None):
 
 def _not_found(e: Exception) -> bool:
     code = getattr(e, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(e).lower() \
+    return (
+        code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+        or "not found" in str(e).lower()
         or "does not exist" in str(e).lower()
+    )
 
 
 def alias_version(name: str, alias: str, uri: str | None = None):
@@ -84,8 +87,9 @@ def register_trained(tracker, model_info) -> dict[str, Any]:
     name = tracker.registered_name
     metric, gib = metric_for(tracker.cfg, tracker.task)
     value = tracker.final_metrics.get(metric)
-    mv = mlflow.register_model(model_info.model_uri, name,
-                               tags={"cnnlstm.run_id": tracker.run_id or ""})
+    mv = mlflow.register_model(
+        model_info.model_uri, name, tags={"cnnlstm.run_id": tracker.run_id or ""}
+    )
     version = str(mv.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
     champ = alias_version(name, CHAMPION, tracker.uri)
@@ -93,12 +97,16 @@ def register_trained(tracker, model_info) -> dict[str, Any]:
     if champ is None:
         promote, why = True, "promoted: no champion before"
     elif _beats(value, champ_value, gib):
-        promote, why = True, (f"promoted: {metric} {value:.6g} beats champion v{champ.version} "
-                              f"({champ_value:.6g})")
+        promote, why = (
+            True,
+            (f"promoted: {metric} {value:.6g} beats champion v{champ.version} ({champ_value:.6g})"),
+        )
     else:
         promote = False
-        why = (f"kept as challenger: {metric} {value} does not beat champion v{champ.version} "
-               f"({champ_value})")
+        why = (
+            f"kept as challenger: {metric} {value} does not beat champion v{champ.version} "
+            f"({champ_value})"
+        )
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     record = {
@@ -111,11 +119,23 @@ def register_trained(tracker, model_info) -> dict[str, Any]:
     }
     for k, v in record.items():
         client.set_model_version_tag(name, version, k, v)
-    mlflow.set_tags({"registry.model": name, "registry.version": version,
-                     "registry.aliases": ",".join([CHALLENGER] + ([CHAMPION] if promote else []))}
-                    | {k.replace("cnnlstm.", "registry."): v for k, v in record.items()})
-    return {"name": name, "version": version, "champion": promote, "decision": why,
-            "metric": metric, "value": value, "champion_value": champ_value}
+    mlflow.set_tags(
+        {
+            "registry.model": name,
+            "registry.version": version,
+            "registry.aliases": ",".join([CHALLENGER] + ([CHAMPION] if promote else [])),
+        }
+        | {k.replace("cnnlstm.", "registry."): v for k, v in record.items()}
+    )
+    return {
+        "name": name,
+        "version": version,
+        "champion": promote,
+        "decision": why,
+        "metric": metric,
+        "value": value,
+        "champion_value": champ_value,
+    }
 
 
 def list_versions(name: str, uri: str | None = None) -> list[dict[str, Any]]:
@@ -135,12 +155,19 @@ def list_versions(name: str, uri: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
         tags = mv.tags or {}
-        rows.append({
-            "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
-            "status": mv.status, "run_id": mv.run_id, "created": mv.creation_timestamp,
-            "metric": tags.get("cnnlstm.metric"), "value": tags.get("cnnlstm.metric_value"),
-            "decision": tags.get("cnnlstm.decision"), "source": mv.source,
-        })
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(aliases.get(str(mv.version), [])),
+                "status": mv.status,
+                "run_id": mv.run_id,
+                "created": mv.creation_timestamp,
+                "metric": tags.get("cnnlstm.metric"),
+                "value": tags.get("cnnlstm.metric_value"),
+                "decision": tags.get("cnnlstm.decision"),
+                "source": mv.source,
+            }
+        )
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
@@ -177,7 +204,7 @@ def resolve(model_uri: str, uri: str | None = None) -> ResolvedModel:
     from mlflow.exceptions import MlflowException
 
     client = _client(uri)
-    rest = model_uri[len("models:/"):] if model_uri.startswith("models:/") else ""
+    rest = model_uri[len("models:/") :] if model_uri.startswith("models:/") else ""
     if "@" in rest or "/" in rest:
         if "@" in rest:
             name, alias = rest.split("@", 1)
@@ -185,19 +212,25 @@ def resolve(model_uri: str, uri: str | None = None) -> ResolvedModel:
             if mv is None:
                 raise RegistryError(
                     f"{model_uri}: model {name!r} has no alias {alias!r} (or is not registered);"
-                    " see `cnnlstm models` and `cnnlstm promote`")
-            return ResolvedModel(f"models:/{name}/{mv.version}", name, str(mv.version),
-                                 model_uri)
+                    " see `cnnlstm models` and `cnnlstm promote`"
+                )
+            return ResolvedModel(f"models:/{name}/{mv.version}", name, str(mv.version), model_uri)
         name, version = rest.split("/", 1)
         try:
             mv = client.get_model_version(name, version)
         except MlflowException as e:
             if _not_found(e):
-                raise RegistryError(f"{model_uri}: model {name!r} has no version {version} "
-                                    "(deleted?); see `cnnlstm models`") from None
+                raise RegistryError(
+                    f"{model_uri}: model {name!r} has no version {version} "
+                    "(deleted?); see `cnnlstm models`"
+                ) from None
             raise
         return ResolvedModel(f"models:/{name}/{mv.version}", name, str(mv.version), model_uri)
     import hashlib
 
-    return ResolvedModel(model_uri, model_uri.rstrip("/").rsplit("/", 1)[-1], "uri-" +
-                         hashlib.sha256(model_uri.encode()).hexdigest()[:12], model_uri)
+    return ResolvedModel(
+        model_uri,
+        model_uri.rstrip("/").rsplit("/", 1)[-1],
+        "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:12],
+        model_uri,
+    )

@@ -99,8 +99,12 @@ def _listed_predictions(out, name: str, version: str) -> set[str]:
     """Prediction files that any watermark of this version lists."""
     base = f"{WATERMARK}/{_safe(name)}/v{_safe(version)}"
     paths = out.fs.glob(out.abs(base + ".json")) + out.fs.glob(out.abs(base + ".where-*.json"))
-    return {p for path in paths for v in out._read_json(path)["files"].values()
-            for p in v.get("predictions", [])}
+    return {
+        p
+        for path in paths
+        for v in out._read_json(path)["files"].values()
+        for p in v.get("predictions", [])
+    }
 
 
 def load_scoring_model(resolved, device: str = "auto"):
@@ -115,8 +119,9 @@ def load_scoring_model(resolved, device: str = "auto"):
     try:
         pm = mlflow.pyfunc.load_model(resolved.uri, model_config={"device": device})
     except MlflowException as e:
-        raise ScoreError(f"cannot load {resolved.requested} ({resolved.uri}): {e.message}") \
-            from None
+        raise ScoreError(
+            f"cannot load {resolved.requested} ({resolved.uri}): {e.message}"
+        ) from None
     inner = pm.unwrap_python_model()
     if not isinstance(inner, CnnLstmModel) and type(inner).__name__ != "CnnLstmModel":
         raise ScoreError(f"{resolved.requested} is not a cnnlstm model")
@@ -129,16 +134,20 @@ def _check_channels(cfg, meta: dict[str, Any], lake, files, where: dict[str, Any
     need = list(meta["channels"])
     cfg_missing = [c for c in need if c not in cfg.data.channel_names]
     if cfg_missing:
-        raise ScoreError(f"channel mismatch: the model needs {need}; the config's data.channels "
-                         f"are {cfg.data.channel_names} (missing {cfg_missing})")
+        raise ScoreError(
+            f"channel mismatch: the model needs {need}; the config's data.channels "
+            f"are {cfg.data.channel_names} (missing {cfg_missing})"
+        )
     if not files:
         return
     with lake.fs.open(lake.abs(files[0].path), "rb") as f:
         names = pq.read_schema(f).names
     missing = [c for c in need + list(where) if c not in names]
     if missing:
-        raise ScoreError(f"the lake's files lack columns {missing} that the model or "
-                         f"score.where need (file {files[0].path} has {names})")
+        raise ScoreError(
+            f"the lake's files lack columns {missing} that the model or "
+            f"score.where need (file {files[0].path} has {names})"
+        )
 
 
 def _groups(files, per_batch: int):
@@ -162,7 +171,7 @@ def _remove_orphans(out, name: str, version: str, listed: set[str]) -> int:
     prefix = f"{_safe(name)}-v{_safe(version)}-"
     n = 0
     for p in out.fs.glob(out.abs("date=*/*.parquet")):
-        rel = p[len(out.root) + 1:] if p.startswith(out.root) else p
+        rel = p[len(out.root) + 1 :] if p.startswith(out.root) else p
         if rel.rsplit("/", 1)[-1].startswith(prefix) and rel not in listed:
             out.fs.rm(p)
             n += 1
@@ -202,8 +211,9 @@ def score(
     _check_channels(cfg, meta, lake, files, where)
     out_uri = cfg.resolve_path(output or cfg.score.output)
     out = Lake(out_uri)
-    rep = ScoreReport(resolved.name, resolved.version, resolved.uri, requested, out_uri,
-                      files_total=len(files))
+    rep = ScoreReport(
+        resolved.name, resolved.version, resolved.uri, requested, out_uri, files_total=len(files)
+    )
     n_right = 0
     with out.commit_lock():
         wm = read_watermark(out, resolved.name, resolved.version, where)
@@ -220,8 +230,9 @@ def score(
         for batch in _groups(todo, cfg.score.files_per_batch):
             scored_at = datetime.now(UTC)
             for group in batch:
-                df = pl.concat([pl.read_parquet(lake.uri_of(f.path)) for f in group],
-                               how="diagonal_relaxed")
+                df = pl.concat(
+                    [pl.read_parquet(lake.uri_of(f.path)) for f in group], how="diagonal_relaxed"
+                )
                 rep.rows_read += df.height
                 for k, v in where.items():
                     df = df.filter(pl.col(k) == v)
@@ -238,26 +249,36 @@ def score(
                     if "label" in pred.columns and pred["label"].null_count() < pred.height:
                         lab = pred.filter(pl.col("label").is_not_null())
                         rep.labelled_rows += lab.height
-                        n_right += int((lab["label"] == lab["predicted"]).sum()) \
-                            if "predicted" in lab.columns and meta["task"] == "classification" \
+                        n_right += (
+                            int((lab["label"] == lab["predicted"]).sum())
+                            if "predicted" in lab.columns and meta["task"] == "classification"
                             else 0
-                    key = hashlib.sha256("\n".join(
-                        [resolved.name, resolved.version, _where_key(where)]
-                        + [f.path for f in group]).encode()
+                        )
+                    key = hashlib.sha256(
+                        "\n".join(
+                            [resolved.name, resolved.version, _where_key(where)]
+                            + [f.path for f in group]
+                        ).encode()
                     ).hexdigest()[:16]
                     dates = pred["window_start"].dt.date().cast(pl.String)
                     for d in sorted(dates.unique().to_list()):
                         part = pred.filter(dates == d)
-                        rel = f"date={d}/{_safe(resolved.name)}-v{_safe(resolved.version)}-" \
-                              f"{_safe(group[0].entity_id)[:40]}-{key}.parquet"
+                        rel = (
+                            f"date={d}/{_safe(resolved.name)}-v{_safe(resolved.version)}-"
+                            f"{_safe(group[0].entity_id)[:40]}-{key}.parquet"
+                        )
                         rep.rows_written += out.write_parquet(part, rel)
                         written.append(rel)
                 rep.prediction_files += written
                 for i, f in enumerate(group):
-                    wm["files"][f.path] = {"rows": f.rows, "entity_id": f.entity_id,
-                                           "date": f.date, "windows": pred.height if i == 0
-                                           else 0, "predictions": written if i == 0 else [],
-                                           "scored_at": scored_at.isoformat()}
+                    wm["files"][f.path] = {
+                        "rows": f.rows,
+                        "entity_id": f.entity_id,
+                        "date": f.date,
+                        "windows": pred.height if i == 0 else 0,
+                        "predictions": written if i == 0 else [],
+                        "scored_at": scored_at.isoformat(),
+                    }
             wm |= {"model_uri": resolved.uri, "updated_at": datetime.now(UTC).isoformat()}
             out.write_json(wm, watermark_rel(resolved.name, resolved.version, where))
             done += sum(len(g) for g in batch)
@@ -270,8 +291,9 @@ def score(
     return rep
 
 
-def read_predictions(output: str, model_name: str | None = None,
-                     model_version: str | None = None) -> pl.DataFrame:
+def read_predictions(
+    output: str, model_name: str | None = None, model_version: str | None = None
+) -> pl.DataFrame:
     """Predictions listed by the watermarks (optionally one model / version)."""
     from cnnlstm.lake import Lake
 
@@ -286,5 +308,6 @@ def read_predictions(output: str, model_name: str | None = None,
         paths += [r for v in wm["files"].values() for r in v.get("predictions", [])]
     if not paths:
         return pl.DataFrame()
-    return pl.concat([pl.read_parquet(out.uri_of(r)) for r in sorted(set(paths))],
-                     how="diagonal_relaxed")
+    return pl.concat(
+        [pl.read_parquet(out.uri_of(r)) for r in sorted(set(paths))], how="diagonal_relaxed"
+    )

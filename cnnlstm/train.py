@@ -66,8 +66,9 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but CUDA is not available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None)
-                              and torch.backends.mps.is_available()):
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise ValueError("train.device=mps but MPS is not available")
     return torch.device(name)
 
@@ -109,8 +110,11 @@ def _tuplify(x):
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     lrs = {"cnn": cfg.lr_cnn or cfg.lr, "rnn": cfg.lr_rnn or cfg.lr, "head": cfg.lr_head or cfg.lr}
-    groups = [{"params": ps, "lr": lrs[name], "name": name}
-              for name, ps in param_groups(model).items() if ps]
+    groups = [
+        {"params": ps, "lr": lrs[name], "name": name}
+        for name, ps in param_groups(model).items()
+        if ps
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -119,8 +123,11 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: in
     total_steps = max(total_steps, 1)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps,
-            pct_start=cfg.warmup_frac, anneal_strategy="cos",
+            opt,
+            max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=total_steps,
+            pct_start=cfg.warmup_frac,
+            anneal_strategy="cos",
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
@@ -140,13 +147,20 @@ class Prepared:
     train_full: Windows | None = None  # train + val entities at the training stride (refit)
 
 
-def prepare_data(readings, channels: list[str], wcfg: WindowConfig,
-                 refit: bool = False) -> Prepared:
+def prepare_data(
+    readings, channels: list[str], wcfg: WindowConfig, refit: bool = False
+) -> Prepared:
     """Windows, split (no leakage), and normalisation fitted on the training split only.
     ``refit`` also keeps ``train_full``: the training and validation entities' windows at the
     training stride (for `train.refit_full`; test entities never enter it)."""
-    ent_cols = [c for c in (wcfg.split.column if wcfg.split.method == "column" else None,
-                            wcfg.split.val_group_column) if c]
+    ent_cols = [
+        c
+        for c in (
+            wcfg.split.column if wcfg.split.method == "column" else None,
+            wcfg.split.val_group_column,
+        )
+        if c
+    ]
     ws = build_windows(readings, channels, wcfg, entity_columns=ent_cols)
     if len(ws.windows) == 0:
         raise ValueError("no windows: streams shorter than window.size, or no labelled windows")
@@ -154,15 +168,22 @@ def prepare_data(readings, channels: list[str], wcfg: WindowConfig,
     parts = split_windows(ws, plan)
     dense = ws
     if wcfg.train_stride and wcfg.train_stride != wcfg.stride:
-        dense = build_windows(readings, channels, wcfg, stride=wcfg.train_stride,
-                              entity_columns=ent_cols, classes=ws.classes or None)
+        dense = build_windows(
+            readings,
+            channels,
+            wcfg,
+            stride=wcfg.train_stride,
+            entity_columns=ent_cols,
+            classes=ws.classes or None,
+        )
         parts["train"] = dense.windows.subset(np.flatnonzero(plan.assign(dense.windows) == 0))
     if len(parts["train"]) == 0:
         raise ValueError("the training split is empty (check window.split)")
     train_full = None
     if refit:
-        train_full = dense.windows.subset(np.flatnonzero(np.isin(plan.assign(dense.windows),
-                                                                 (0, 1))))
+        train_full = dense.windows.subset(
+            np.flatnonzero(np.isin(plan.assign(dense.windows), (0, 1)))
+        )
     target_idx = [channels.index(c) for c in ws.target_channels]
     norm = fit_normalizer(parts["train"], wcfg.normalize, ws.task, target_idx or None)
     return Prepared(ws, parts, norm, target_idx, train_full)
@@ -195,8 +216,9 @@ def _val_metrics(model, batches: Batches, task: str, n_classes: int, weight, amp
     y = batches.y.cpu()
     if len(y) == 0:
         return {}
-    loss = float(_loss(torch.from_numpy(out), y, task, None if weight is None else weight.cpu(),
-                       0.0))
+    loss = float(
+        _loss(torch.from_numpy(out), y, task, None if weight is None else weight.cpu(), 0.0)
+    )
     if task == "classification":
         m = classification_metrics(y.numpy(), out.argmax(1), n_classes)
         return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
@@ -245,8 +267,9 @@ def fit(
             weight = (counts.sum() / (n_classes * counts.clamp(min=1))).float().to(device)
         elif isinstance(cfg.class_weights, list):
             if len(cfg.class_weights) != n_classes:
-                raise ValueError(f"train.class_weights needs {n_classes} values, "
-                                 f"got {len(cfg.class_weights)}")
+                raise ValueError(
+                    f"train.class_weights needs {n_classes} values, got {len(cfg.class_weights)}"
+                )
             weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     monitor = cfg.monitor
     if monitor == "auto":
@@ -269,8 +292,10 @@ def fit(
     if resume and ckpt_path and Path(ckpt_path).is_file():
         st = load_state(ckpt_path)
         if st.get("config_hash") != config_hash:
-            raise ValueError(f"--resume: {ckpt_path} was written by a different config; "
-                             "use a new output folder or the same config")
+            raise ValueError(
+                f"--resume: {ckpt_path} was written by a different config; "
+                "use a new output folder or the same config"
+            )
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -300,7 +325,8 @@ def fit(
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} at epoch {epoch} step {step}; stopped before "
                         f"checkpointing (last good checkpoint kept: {ckpt_path}). Lower "
-                        "train.lr, set train.grad_clip, or check the inputs for extreme values")
+                        "train.lr, set train.grad_clip, or check the inputs for extreme values"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -308,28 +334,38 @@ def fit(
                     if device.type != "cuda" and not torch.isfinite(gn):
                         raise TrainingDivergedError(
                             f"gradient norm is {gn.item()} at epoch {epoch} step {step}; "
-                            f"last good checkpoint kept: {ckpt_path}")
+                            f"last good checkpoint kept: {ckpt_path}"
+                        )
                 opt.step()
                 sched.step()
                 tot += loss.detach() * len(y)
                 n_seen += len(y)
-                progress.update(task_id, advance=1,
-                                description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
-                                if step % 10 == 0 else None)
+                progress.update(
+                    task_id,
+                    advance=1,
+                    description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
+                    if step % 10 == 0
+                    else None,
+                )
             train_loss = float(tot) / max(n_seen, 1)
             if not math.isfinite(train_loss) or not all(
-                    torch.isfinite(p).all() for p in model.parameters()):
+                torch.isfinite(p).all() for p in model.parameters()
+            ):
                 raise TrainingDivergedError(
                     f"loss/weights became non-finite in epoch {epoch}; last good checkpoint "
-                    f"kept: {ckpt_path}")
+                    f"kept: {ckpt_path}"
+                )
             row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
             if val is not None and len(val):
                 row |= _val_metrics(model, val, task, n_classes, weight, amp_dtype)
             score = sign * row[monitor]
             if score > best["score"]:
-                best = {"score": score, "epoch": epoch, "bad": 0,
-                        "state": {k: v.detach().cpu().clone()
-                                  for k, v in model.state_dict().items()}}
+                best = {
+                    "score": score,
+                    "epoch": epoch,
+                    "bad": 0,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                }
             else:
                 best["bad"] += 1
                 if cfg.patience is not None and best["bad"] >= cfg.patience:
@@ -339,12 +375,20 @@ def fit(
             progress.console.print(_fmt_row(row, monitor, best["epoch"]))
             last = epoch == cfg.epochs - 1 or stopped
             if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                save_state(ckpt_path, {
-                    "epoch": epoch, "stopped": stopped, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "history": history, "best": best, "rng": _rng_state(),
-                    "config_hash": config_hash,
-                })
+                save_state(
+                    ckpt_path,
+                    {
+                        "epoch": epoch,
+                        "stopped": stopped,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "history": history,
+                        "best": best,
+                        "rng": _rng_state(),
+                        "config_hash": config_hash,
+                    },
+                )
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch:
                 raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
@@ -364,8 +408,9 @@ def _rotations(n: int, max_deg: float, device) -> torch.Tensor:
     return torch.eye(3, device=device) + s * k + (1 - c) * (k @ k)  # Rodrigues
 
 
-def _augment(x: torch.Tensor, lengths: torch.Tensor | None, cfg: TrainConfig,
-             norm: Normalizer | None = None) -> torch.Tensor:
+def _augment(
+    x: torch.Tensor, lengths: torch.Tensor | None, cfg: TrainConfig, norm: Normalizer | None = None
+) -> torch.Tensor:
     """Rotation (in raw units: 3-axis sensors turned a little), gain and noise on a (B, C, L)
     batch; padding stays zero. Draws from the torch RNG, whose state the checkpoint keeps, so
     resumed runs see the same draws."""
@@ -394,7 +439,8 @@ def _augment(x: torch.Tensor, lengths: torch.Tensor | None, cfg: TrainConfig,
 
 def _fmt_row(row: dict[str, float], monitor: str, best_epoch: int) -> str:
     parts = [f"epoch {row['epoch'] + 1:3d}"] + [
-        f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")]
+        f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")
+    ]
     return " | ".join(parts) + (" *" if best_epoch == row["epoch"] else "")
 
 
@@ -423,16 +469,23 @@ def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # evaluation of a trained model on a split
 
 
-def evaluate_split(model, w: Windows, prep: Prepared, device, batch_size: int,
-                   amp_dtype=None) -> tuple[dict[str, Any], np.ndarray]:
+def evaluate_split(
+    model, w: Windows, prep: Prepared, device, batch_size: int, amp_dtype=None
+) -> tuple[dict[str, Any], np.ndarray]:
     b = Batches(w, prep.norm, device, batch_size)
     out = predict(model, b, amp_dtype)
     ws = prep.ws
@@ -451,8 +504,9 @@ def evaluate_split(model, w: Windows, prep: Prepared, device, batch_size: int,
 # config -> trained model, checkpoint, metrics, plots
 
 
-def train_from_config(cfg, out_dir: str | Path, resume: bool = False, readings=None,
-                      tracker: Tracker | None = None) -> dict[str, Any]:
+def train_from_config(
+    cfg, out_dir: str | Path, resume: bool = False, readings=None, tracker: Tracker | None = None
+) -> dict[str, Any]:
     """Run the whole stage for a `cnnlstm.config.Config`; returns the metrics (also written to
     out_dir/metrics.json). Reads the lake unless `readings` (a polars frame) is given."""
     t_start = time.perf_counter()
@@ -484,52 +538,83 @@ def train_from_config(cfg, out_dir: str | Path, resume: bool = False, readings=N
         tracker.log_params(flatten_params(config_dump) | {"data.name": cfg.data.name})
         n_windows = {k: len(v) for k, v in prep.parts.items()}
         log.info("windows: %s; classes: %s; device %s", n_windows, ws.class_names, device)
-        train_b = Batches(prep.parts["train"], prep.norm, device, tc.batch_size, shuffle=True,
-                          seed=tc.seed)
-        val_b = Batches(prep.parts["val"], prep.norm, device, max(tc.batch_size, 512)) \
-            if len(prep.parts["val"]) else None
+        train_b = Batches(
+            prep.parts["train"], prep.norm, device, tc.batch_size, shuffle=True, seed=tc.seed
+        )
+        val_b = (
+            Batches(prep.parts["val"], prep.norm, device, max(tc.batch_size, 512))
+            if len(prep.parts["val"])
+            else None
+        )
         t_fit = time.perf_counter()
-        res = fit(model, train_b, val_b, tc, ws.task, len(ws.classes), out / "checkpoint" /
-                  "last.ckpt", resume, tracker, chash)
+        res = fit(
+            model,
+            train_b,
+            val_b,
+            tc,
+            ws.task,
+            len(ws.classes),
+            out / "checkpoint" / "last.ckpt",
+            resume,
+            tracker,
+            chash,
+        )
         fit_s = time.perf_counter() - t_fit
 
         amp_dtype = torch.bfloat16 if device.type == "cuda" and tc.amp != "off" else None
         metrics: dict[str, Any] = {
-            "task": ws.task, "device": str(device), "torch": torch.__version__,
-            "n_windows": n_windows, "classes": [str(c) for c in ws.classes],
-            "class_names": ws.class_names, "best_epoch": res.best_epoch + 1,
-            "epochs_run": len(res.history), "stopped_early": res.stopped_early,
-            "monitor": res.monitor, "best_score": res.best_score, "fit_seconds": fit_s,
+            "task": ws.task,
+            "device": str(device),
+            "torch": torch.__version__,
+            "n_windows": n_windows,
+            "classes": [str(c) for c in ws.classes],
+            "class_names": ws.class_names,
+            "best_epoch": res.best_epoch + 1,
+            "epochs_run": len(res.history),
+            "stopped_early": res.stopped_early,
+            "monitor": res.monitor,
+            "best_score": res.best_score,
+            "fit_seconds": fit_s,
             "refit_full": bool(tc.refit_full and len(prep.parts["val"])),
         }
         preds = {}
         if len(prep.parts["val"]):  # the selection model (before any refit)
             metrics["val"], preds["val"] = evaluate_split(
-                model, prep.parts["val"], prep, device, 512, amp_dtype)
+                model, prep.parts["val"], prep, device, 512, amp_dtype
+            )
         if tc.refit_full and len(prep.parts["val"]):
-            model, prep, metrics["refit"] = _refit_full(cfg, prep, n_in, horizon, device, out,
-                                                        resume, tracker, chash)
+            model, prep, metrics["refit"] = _refit_full(
+                cfg, prep, n_in, horizon, device, out, resume, tracker, chash
+            )
             n_windows["train_full"] = metrics["refit"]["windows"]
         if len(prep.parts["test"]):
             metrics["test"], preds["test"] = evaluate_split(
-                model, prep.parts["test"], prep, device, 512, amp_dtype)
+                model, prep.parts["test"], prep, device, 512, amp_dtype
+            )
         metrics["history"] = res.history
 
         meta = {
-            "model": cfg.model.model_dump(mode="json"), "n_channels": n_in,
+            "model": cfg.model.model_dump(mode="json"),
+            "n_channels": n_in,
             "input_channels": ws.channels,
-            "n_outputs": ws.n_outputs, "horizon": horizon, "task": ws.task,
-            "channels": channels, "window": cfg.window.model_dump(mode="json"),
-            "normalizer": prep.norm.to_dict(), "classes": ws.classes,
-            "class_names": ws.class_names, "target_channels": ws.target_channels,
+            "n_outputs": ws.n_outputs,
+            "horizon": horizon,
+            "task": ws.task,
+            "channels": channels,
+            "window": cfg.window.model_dump(mode="json"),
+            "normalizer": prep.norm.to_dict(),
+            "classes": ws.classes,
+            "class_names": ws.class_names,
+            "target_channels": ws.target_channels,
         }
         save_model(out / "model.safetensors", model.cpu(), meta)
         model.to(device)
         if tc.plots:
             from cnnlstm import plots
 
-            for p in plots.training_plots(out, model, res, prep, metrics, preds, device,
-                                          tc.embedding_points, tc.seed):
+            for p in plots.training_plots(
+                out, model, res, prep, metrics, preds, device, tc.embedding_points, tc.seed
+            ):
                 tracker.log_artifact(p, "plots")
         metrics["wall_seconds"] = time.perf_counter() - t_start
         atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
@@ -556,8 +641,17 @@ class _Prefixed(Tracker):
         self.inner.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=step)
 
 
-def _refit_full(cfg, prep: Prepared, n_in: int, horizon, device, out: Path, resume: bool,
-                tracker: Tracker, chash: str):
+def _refit_full(
+    cfg,
+    prep: Prepared,
+    n_in: int,
+    horizon,
+    device,
+    out: Path,
+    resume: bool,
+    tracker: Tracker,
+    chash: str,
+):
     """`train.refit_full`: after selection on validation, a fresh model (same seed) trained on
     all training entities (train + val) for exactly `train.epochs` epochs, no early stopping,
     final weights kept; normalisation refitted on those entities. Test entities never enter."""
@@ -569,11 +663,24 @@ def _refit_full(cfg, prep: Prepared, n_in: int, horizon, device, out: Path, resu
     rcfg = tc.model_copy(update={"patience": None, "restore_best": False})
     batches = Batches(full, norm, device, tc.batch_size, shuffle=True, seed=tc.seed)
     t0 = time.perf_counter()
-    res = fit(model, batches, None, rcfg, prep.ws.task, len(prep.ws.classes),
-              out / "checkpoint" / "refit.ckpt", resume, _Prefixed(tracker, "refit_"),
-              chash + ":refit")
-    info = {"windows": len(full), "epochs": len(res.history), "fit_seconds":
-            time.perf_counter() - t0, "history": res.history}
+    res = fit(
+        model,
+        batches,
+        None,
+        rcfg,
+        prep.ws.task,
+        len(prep.ws.classes),
+        out / "checkpoint" / "refit.ckpt",
+        resume,
+        _Prefixed(tracker, "refit_"),
+        chash + ":refit",
+    )
+    info = {
+        "windows": len(full),
+        "epochs": len(res.history),
+        "fit_seconds": time.perf_counter() - t0,
+        "history": res.history,
+    }
     return model, Prepared(prep.ws, prep.parts, norm, prep.target_idx, full), info
 
 
@@ -586,8 +693,15 @@ def _flat_final(m: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def train_windows(prep: Prepared, model_cfg, train_cfg: TrainConfig, device="cpu",
-                  ckpt_path=None, resume=False, **kw):
+def train_windows(
+    prep: Prepared,
+    model_cfg,
+    train_cfg: TrainConfig,
+    device="cpu",
+    ckpt_path=None,
+    resume=False,
+    **kw,
+):
     """Library shortcut used by tests and notebooks: prepared windows -> (model, FitResult)."""
     ws = prep.ws
     horizon = None
@@ -596,8 +710,9 @@ def train_windows(prep: Prepared, model_cfg, train_cfg: TrainConfig, device="cpu
     model = build_model(model_cfg, prep.parts["train"].x.shape[1], ws.n_outputs, horizon)
     dev = torch.device(device)
     model.to(dev)
-    tb = Batches(prep.parts["train"], prep.norm, dev, train_cfg.batch_size, shuffle=True,
-                 seed=train_cfg.seed)
+    tb = Batches(
+        prep.parts["train"], prep.norm, dev, train_cfg.batch_size, shuffle=True, seed=train_cfg.seed
+    )
     vb = Batches(prep.parts["val"], prep.norm, dev, 512) if len(prep.parts["val"]) else None
     res = fit(model, tb, vb, train_cfg, ws.task, len(ws.classes), ckpt_path, resume, **kw)
     return model, res

@@ -83,16 +83,23 @@ def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for key, spec in space.items():
         kind = spec.get("type", "categorical")
         if kind == "int":
-            out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
-                                         step=int(spec.get("step", 1)), log=spec.get("log", False))
+            out[key] = trial.suggest_int(
+                key,
+                int(spec["low"]),
+                int(spec["high"]),
+                step=int(spec.get("step", 1)),
+                log=spec.get("log", False),
+            )
         elif kind == "float":
-            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                           log=spec.get("log", False))
+            out[key] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=spec.get("log", False)
+            )
         else:
             choices = spec["choices"]
             if any(isinstance(c, list | dict) for c in choices):
-                out[key] = json.loads(trial.suggest_categorical(
-                    key, [json.dumps(c) for c in choices]))
+                out[key] = json.loads(
+                    trial.suggest_categorical(key, [json.dumps(c) for c in choices])
+                )
             else:
                 out[key] = trial.suggest_categorical(key, choices)
     return out
@@ -139,9 +146,15 @@ def portable_config(cfg) -> dict[str, Any]:
     return raw
 
 
-def tune(cfg, n_trials: int = 20, out_dir: str | Path = "runs/tune",
-         space: dict[str, dict[str, Any]] | None = None, timeout_s: float | None = None,
-         readings=None, seed: int | None = None) -> dict[str, Any]:
+def tune(
+    cfg,
+    n_trials: int = 20,
+    out_dir: str | Path = "runs/tune",
+    space: dict[str, dict[str, Any]] | None = None,
+    timeout_s: float | None = None,
+    readings=None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Run the study; returns a summary (best value, params, config path, trial states)."""
     import optuna
 
@@ -160,8 +173,13 @@ def tune(cfg, n_trials: int = 20, out_dir: str | Path = "runs/tune",
 
         readings = scan_readings(cfg.lake_uri).collect()
 
-    parent = MlflowTracker(cfg, log_model=False, register=False,
-                           run_name=f"tune-{cfg.data.name}", tags={"optuna.study": "parent"})
+    parent = MlflowTracker(
+        cfg,
+        log_model=False,
+        register=False,
+        run_name=f"tune-{cfg.data.name}",
+        tags={"optuna.study": "parent"},
+    )
     parent.start_run(tags={"task": cfg.window.task, "arch": cfg.model.arch})
     import mlflow
 
@@ -169,12 +187,22 @@ def tune(cfg, n_trials: int = 20, out_dir: str | Path = "runs/tune",
     t0 = time.perf_counter()
     try:
         mlflow.log_dict(space, "tune/search_space.json")
-        parent.log_params({"tune.n_trials": n_trials, "tune.metric": metric,
-                           "tune.direction": direction, "tune.timeout_s": timeout_s})
+        parent.log_params(
+            {
+                "tune.n_trials": n_trials,
+                "tune.metric": metric,
+                "tune.direction": direction,
+                "tune.timeout_s": timeout_s,
+            }
+        )
         sampler = optuna.samplers.TPESampler(seed=cfg.train.seed if seed is None else seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner,
-                                    study_name=f"cnnlstm-{cfg.data.name}")
+        study = optuna.create_study(
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            study_name=f"cnnlstm-{cfg.data.name}",
+        )
 
         def objective(trial: optuna.Trial) -> float:
             values = suggest(trial, space)
@@ -194,41 +222,68 @@ def tune(cfg, n_trials: int = 20, out_dir: str | Path = "runs/tune",
                     tracker.status_override = "KILLED"
                     raise optuna.TrialPruned(f"pruned at epoch {step}")
 
-            tracker = MlflowTracker(tcfg, log_model=False, register=False, nested=True,
-                                    run_name=f"trial-{trial.number:03d}", on_metrics=on_metrics,
-                                    tags={"optuna.trial": str(trial.number)})
-            m = train_from_config(tcfg, out / f"trial_{trial.number:03d}", readings=readings,
-                                  tracker=tracker)
+            tracker = MlflowTracker(
+                tcfg,
+                log_model=False,
+                register=False,
+                nested=True,
+                run_name=f"trial-{trial.number:03d}",
+                on_metrics=on_metrics,
+                tags={"optuna.trial": str(trial.number)},
+            )
+            m = train_from_config(
+                tcfg, out / f"trial_{trial.number:03d}", readings=readings, tracker=tracker
+            )
             mlflow.MlflowClient(tracker.uri).set_tag(tracker.run_id, "optuna.state", "COMPLETE")
             return float(m["best_score"])
 
-        study.optimize(objective, n_trials=n_trials, timeout=timeout_s, catch=(ValueError,),
-                       gc_after_trial=True)
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout_s,
+            catch=(ValueError,),
+            gc_after_trial=True,
+        )
         states: dict[str, int] = {}
         for t in study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        summary: dict[str, Any] = {"metric": metric, "direction": direction, "states": states,
-                                   "n_trials": len(study.trials), "parent_run_id": parent.run_id,
-                                   "seconds": None}
+        summary: dict[str, Any] = {
+            "metric": metric,
+            "direction": direction,
+            "states": states,
+            "n_trials": len(study.trials),
+            "parent_run_id": parent.run_id,
+            "seconds": None,
+        }
         if not done:
             raise RuntimeError(f"no trial completed ({states}); widen the space or add trials")
         best = study.best_trial
         best_cfg = config_from_dict(best.user_attrs["config"])
         best_path = out / "best.yaml"
         best_raw = portable_config(best_cfg) | {"lake": base["lake"]}
-        best_path.write_text(f"# best of {len(study.trials)} trials: {metric} {best.value:.6g}"
-                             f" (trial {best.number}, MLflow parent run {parent.run_id})\n"
-                             + yaml.safe_dump(best_raw, sort_keys=False))
+        best_path.write_text(
+            f"# best of {len(study.trials)} trials: {metric} {best.value:.6g}"
+            f" (trial {best.number}, MLflow parent run {parent.run_id})\n"
+            + yaml.safe_dump(best_raw, sort_keys=False)
+        )
         mlflow.log_artifact(str(best_path), "tune")
-        parent.log_metrics({f"best_{metric}": float(best.value),
-                            "trials_complete": float(states.get("COMPLETE", 0)),
-                            "trials_pruned": float(states.get("PRUNED", 0))})
+        parent.log_metrics(
+            {
+                f"best_{metric}": float(best.value),
+                "trials_complete": float(states.get("COMPLETE", 0)),
+                "trials_pruned": float(states.get("PRUNED", 0)),
+            }
+        )
         parent.set_tags({"optuna.best_trial": str(best.number)})
         mlflow.log_dict({k: v for k, v in best.params.items()}, "tune/best_params.json")
-        summary |= {"best_value": float(best.value), "best_trial": best.number,
-                    "best_params": best.params, "best_config": str(best_path),
-                    "seconds": time.perf_counter() - t0}
+        summary |= {
+            "best_value": float(best.value),
+            "best_trial": best.number,
+            "best_params": best.params,
+            "best_config": str(best_path),
+            "seconds": time.perf_counter() - t0,
+        }
         (out / "study.json").write_text(json.dumps(summary, indent=1, default=str))
         status = "FINISHED"
         return summary

@@ -41,7 +41,11 @@ class Windows:
 
     def subset(self, idx: np.ndarray) -> Windows:
         return Windows(
-            self.x[idx], self.lengths[idx], self.y[idx], self.entity[idx], self.start[idx],
+            self.x[idx],
+            self.lengths[idx],
+            self.y[idx],
+            self.entity[idx],
+            self.start[idx],
             self.end[idx],
         )
 
@@ -116,8 +120,11 @@ def _resample(seg, ts, x, extra, rate_hz):
         out_idx.append(s + np.searchsorted(t, grid, side="right") - 1)
     idx = np.concatenate(out_idx)
     return (
-        np.concatenate(out_seg), np.concatenate(out_ts),
-        np.concatenate(out_x).astype(np.float32), {k: v[idx] for k, v in extra.items()}, idx,
+        np.concatenate(out_seg),
+        np.concatenate(out_ts),
+        np.concatenate(out_x).astype(np.float32),
+        {k: v[idx] for k, v in extra.items()},
+        idx,
     )
 
 
@@ -161,8 +168,9 @@ def derived_names(channels: list[str], cfg: WindowConfig) -> list[str]:
     return [f"{c}_{kind}" for kind in cfg.derived for c in src]
 
 
-def derive_channels(x: np.ndarray, seg: np.ndarray, ts: np.ndarray, channels: list[str],
-                    cfg: WindowConfig) -> np.ndarray:
+def derive_channels(
+    x: np.ndarray, seg: np.ndarray, ts: np.ndarray, channels: list[str], cfg: WindowConfig
+) -> np.ndarray:
     """(T, C) stream rows -> (T, C + D): the raw channels followed by `derived_names`.
 
     gravity: a Butterworth low-pass (`gravity_order`, `gravity_cutoff_hz`) of each
@@ -184,8 +192,10 @@ def derive_channels(x: np.ndarray, seg: np.ndarray, ts: np.ndarray, channels: li
         raise ValueError("window.derived needs window.derived_from when there are < 3 channels")
     rate = cfg.sample_rate_hz or stream_rate_hz(ts, seg)
     if cfg.gravity_cutoff_hz >= rate / 2:
-        raise ValueError(f"window.gravity_cutoff_hz {cfg.gravity_cutoff_hz} must be below the "
-                         f"Nyquist frequency {rate / 2:g} Hz")
+        raise ValueError(
+            f"window.gravity_cutoff_hz {cfg.gravity_cutoff_hz} must be below the "
+            f"Nyquist frequency {rate / 2:g} Hz"
+        )
     sos = butter(cfg.gravity_order, cfg.gravity_cutoff_hz, btype="low", fs=rate, output="sos")
     idx = [channels.index(c) for c in src]
     v = x[:, idx].astype(np.float64)
@@ -295,8 +305,9 @@ def build_windows(
 
     # windows: start row + valid rows; forecast windows need `horizon` more rows after the input
     h = cfg.horizon if task == "forecast" else 0
-    starts, valid = _window_starts(seg, cfg.size + h, stride, cfg.short == "pad",
-                                   cfg.min_length + h)
+    starts, valid = _window_starts(
+        seg, cfg.size + h, stride, cfg.short == "pad", cfg.min_length + h
+    )
     lengths = valid - h  # input samples per window
     L = cfg.size
     pos = np.arange(L)
@@ -319,8 +330,10 @@ def build_windows(
             class_list = classes if classes is not None else [0, 1]
         else:
             class_list = classes if classes is not None else _build_classes(values, cfg)
-            to_class = np.array([class_list.index(v) if v in class_list else -1 for v in values]
-                                + [-1], dtype=np.int64)  # index -1 (null) -> -1
+            to_class = np.array(
+                [class_list.index(v) if v in class_list else -1 for v in values] + [-1],
+                dtype=np.int64,
+            )  # index -1 (null) -> -1
             if cfg.label == "last":
                 code = extra["code"][last]
             elif cfg.label == "majority":
@@ -345,16 +358,22 @@ def build_windows(
 
     end_row = last + h
     w = Windows(
-        x=xw, lengths=lengths.astype(np.int64), y=y, entity=uniq_ent[ent_codes[starts]],
-        start=ts[starts], end=ts[end_row],
+        x=xw,
+        lengths=lengths.astype(np.int64),
+        y=y,
+        entity=uniq_ent[ent_codes[starts]],
+        start=ts[starts],
+        end=ts[end_row],
     ).subset(np.flatnonzero(keep))
 
     names: list[str] = [str(c) for c in class_list]
     if task == "classification" and cfg.label_names_column and cfg.label != "any_positive":
         pairs = df.select(pl.col("label"), pl.col(cfg.label_names_column).cast(pl.String)).unique(
-            "label", keep="first")
-        lut_names = dict(zip(pairs["label"].to_list(), pairs[cfg.label_names_column].to_list(),
-                             strict=True))
+            "label", keep="first"
+        )
+        lut_names = dict(
+            zip(pairs["label"].to_list(), pairs[cfg.label_names_column].to_list(), strict=True)
+        )
         names = [str(lut_names.get(c, c)) for c in class_list]
     elif cfg.label == "any_positive":
         names = ["normal", "anomaly"]
@@ -519,13 +538,16 @@ def _center_scale(v: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
         center, scale = med, (q3 - q1) / 1.349
     else:
         center, scale = v.mean(0, dtype=np.float64), v.std(0, dtype=np.float64)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-8 * np.maximum(1, np.abs(center))),
-                     scale, 1.0)
+    scale = np.where(
+        np.isfinite(scale) & (scale > 1e-8 * np.maximum(1, np.abs(center))), scale, 1.0
+    )
     return center.astype(np.float32), scale.astype(np.float32)
 
 
 def fit_normalizer(
-    train: Windows, method: str = "standard", task: str = "classification",
+    train: Windows,
+    method: str = "standard",
+    task: str = "classification",
     target_idx: list[int] | None = None,
 ) -> Normalizer:
     """Fit on the training windows' valid samples only."""
@@ -553,8 +575,11 @@ def to_tensors(w: Windows, norm: Normalizer | None):
 
     x = norm.apply(w.x, w.lengths) if norm is not None else w.x
     y = norm.apply_y(w.y) if norm is not None else w.y
-    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(w.lengths), \
-        torch.from_numpy(np.ascontiguousarray(y))
+    return (
+        torch.from_numpy(np.ascontiguousarray(x)),
+        torch.from_numpy(w.lengths),
+        torch.from_numpy(np.ascontiguousarray(y)),
+    )
 
 
 def WindowDataset(w: Windows, norm: Normalizer | None = None):  # noqa: N802 - a Dataset factory
@@ -580,8 +605,16 @@ class Batches:
     gathers batches by index from a permutation seeded by (seed, epoch), so the order is a pure
     function of the epoch (exact resume) and there is no worker or host copy per batch."""
 
-    def __init__(self, w: Windows, norm: Normalizer | None, device: Any, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        w: Windows,
+        norm: Normalizer | None,
+        device: Any,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         import torch
 
         if batch_size < 1:
@@ -624,7 +657,7 @@ class Batches:
             order = torch.arange(n)
         order = order.to(self.x.device)
         for b in range(self.n_batches()):
-            i = order[b * self.batch_size:(b + 1) * self.batch_size]
+            i = order[b * self.batch_size : (b + 1) * self.batch_size]
             x, ln, y = self.x[i], self.lengths[i], self.y[i]
             if not self.resident:
                 nb = self.device.type == "cuda"

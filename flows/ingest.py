@@ -44,8 +44,10 @@ def ingest_file_task(config: str, path: str) -> dict[str, Any]:
     lake.ensure()
     report = ingest_file(cfg, lake, path).__dict__
     # "worker": the process that did the work (a Dask worker under runner.kind=dask)
-    return report | {"name": path.rsplit("/", 1)[-1],
-                     "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    return report | {
+        "name": path.rsplit("/", 1)[-1],
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
 
 
 @task(name="list-landing")

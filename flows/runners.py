@@ -42,9 +42,7 @@ def task_runner_for(config: str | Path | Config | RunnerConfig) -> TaskRunner:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "runner.kind=dask needs prefect-dask: pip install 'cnnlstm[dask]'"
-        ) from e
+        raise ConfigError("runner.kind=dask needs prefect-dask: pip install 'cnnlstm[dask]'") from e
     if rc.address:
         return DaskTaskRunner(address=rc.address)
     cluster_kwargs: dict[str, Any] = {

@@ -53,9 +53,7 @@ def make_config(base_dir: Path, **overrides: Any) -> Config:
     return config_from_dict(deep_merge(base_config_dict(base_dir), overrides), base_dir=base_dir)
 
 
-def write_source(
-    path: Path, content: str | bytes | pl.DataFrame | dict, raw: bool = False
-) -> Path:
+def write_source(path: Path, content: str | bytes | pl.DataFrame | dict, raw: bool = False) -> Path:
     """Write a landing file. Text/bytes are written as they are (gzip-compressed when the name
     ends in .gz, unless ``raw``); a frame (or dict of columns) becomes Parquet or CSV by the
     file suffix."""
@@ -92,8 +90,13 @@ def quarantine_frame(cfg: Config) -> pl.DataFrame:
     lf = scan_quarantine(cfg.lake_uri)
     if lf is None:
         return pl.DataFrame(
-            schema={"source_file": pl.String, "source_sha256": pl.String,
-                    "source_row": pl.Int64, "reason": pl.String, "raw": pl.String}
+            schema={
+                "source_file": pl.String,
+                "source_sha256": pl.String,
+                "source_row": pl.Int64,
+                "reason": pl.String,
+                "raw": pl.String,
+            }
         )
     return lf.collect().sort("source_file", "source_row")
 

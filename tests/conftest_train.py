@@ -21,10 +21,14 @@ def hapt_readings(path: Path = HAPT_PARQUET) -> pl.LazyFrame:
             pl.col("experiment").cast(pl.String).str.zfill(2),
             pl.col("user").cast(pl.String).str.zfill(2),
         ).alias("entity_id"),
-        (pl.lit(T0).dt.cast_time_unit("us")
-         + pl.duration(milliseconds=pl.col("sample").cast(pl.Int64) * 20)).alias("timestamp"),
-        *[pl.col(c).cast(pl.Float32) for c in
-          ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")],
+        (
+            pl.lit(T0).dt.cast_time_unit("us")
+            + pl.duration(milliseconds=pl.col("sample").cast(pl.Int64) * 20)
+        ).alias("timestamp"),
+        *[
+            pl.col(c).cast(pl.Float32)
+            for c in ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+        ],
         pl.col("activity_id").cast(pl.Int64).alias("label"),
         pl.col("experiment").cast(pl.Int64),
         pl.col("user").cast(pl.Int64),
@@ -53,7 +57,8 @@ def make_readings(
         d = {
             "entity_id": [e] * len(sig),
             "timestamp": pl.Series(np.asarray(ms, dtype=np.int64) * 1000)
-            .cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC"),
         }
         for i, n in enumerate(names):
             d[n] = pl.Series(sig[:, i], dtype=pl.Float32)

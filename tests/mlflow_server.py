@@ -29,8 +29,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LANDING = ROOT / "data" / "hapt" / "landing"
 TINY_FILES = ["exp01_user01", "exp02_user01", "exp05_user03", "exp03_user02"]  # last: test split
-TINY_MODEL = {"conv": {"channels": [8, 8], "kernel_size": 3},
-              "rnn": {"hidden_size": 16}, "head": {"dropout": 0.0}}
+TINY_MODEL = {
+    "conv": {"channels": [8, 8], "kernel_size": 3},
+    "rnn": {"hidden_size": 16},
+    "head": {"dropout": 0.0},
+}
 
 
 def free_port() -> int:
@@ -77,10 +80,24 @@ def start_server(root: Path) -> Server:
     port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
-        [mlflow_bin(), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+        [
+            mlflow_bin(),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        start_new_session=True,
         env=os.environ | {"MLFLOW_TRACKING_URI": ""},
     )
     uri = f"http://127.0.0.1:{port}"
@@ -88,8 +105,10 @@ def start_server(root: Path) -> Server:
         wait_http(uri + "/health", proc)
     except BaseException:
         Server(uri, root, proc).stop()
-        raise RuntimeError("mlflow server did not start:\n" +
-                           (root / "server.log").read_text(errors="replace")[-3000:]) from None
+        raise RuntimeError(
+            "mlflow server did not start:\n"
+            + (root / "server.log").read_text(errors="replace")[-3000:]
+        ) from None
     return Server(uri, root, proc)
 
 
@@ -108,11 +127,22 @@ def hapt_config_dict(lake: Path, tracking_uri: str | None = None, **sections: An
     raw["data"].pop("landing", None)
     raw.pop("score", None)  # the tests choose their own scoring selection and output
     raw["lake"] = {"uri": str(lake)}
-    raw["window"] = {"size": 64, "stride": 64, "label": "majority",
-                     "split": {"method": "column", "val_fraction": 0.34, "seed": 0}}
+    raw["window"] = {
+        "size": 64,
+        "stride": 64,
+        "label": "majority",
+        "split": {"method": "column", "val_fraction": 0.34, "seed": 0},
+    }
     raw["model"] = TINY_MODEL
-    raw["train"] = {"epochs": 2, "batch_size": 64, "lr": 5e-3, "progress": False,
-                    "plots": False, "patience": None, "num_threads": 1}
+    raw["train"] = {
+        "epochs": 2,
+        "batch_size": 64,
+        "lr": 5e-3,
+        "progress": False,
+        "plots": False,
+        "patience": None,
+        "num_threads": 1,
+    }
     raw["tracking"] = {"experiment": "tests", "registered_model": "hapt-tiny"}
     if tracking_uri:
         raw["tracking"]["uri"] = tracking_uri
@@ -155,14 +185,16 @@ def train_tracked(cfg, out: Path):
 
     tracker = MlflowTracker(cfg)
     metrics = train_from_config(cfg, out, tracker=tracker)
-    return Trained(cfg, tracker.run_id, metrics, tracker.registration,
-                   tracker.model_info.model_uri, out)
+    return Trained(
+        cfg, tracker.run_id, metrics, tracker.registration, tracker.model_info.model_uri, out
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_v1(mlflow_server, hapt_lake, tmp_path_factory) -> Trained:
     """Version 1 of 'hapt-tiny': trained on the tiny lake, tracked on the server, with plots."""
     d = tmp_path_factory.mktemp("v1")
-    cfg = tiny_config(d, hapt_lake, mlflow_server.uri,
-                      train={"plots": True, "embedding_points": 40})
+    cfg = tiny_config(
+        d, hapt_lake, mlflow_server.uri, train={"plots": True, "embedding_points": 40}
+    )
     return train_tracked(cfg, d / "run")

@@ -17,8 +17,17 @@ from cnnlstm.cli import app
 REPO = Path(__file__).resolve().parents[1]
 GOOD = HEADER + "d1,2024-01-01T00:00:00Z,1,2,0\nd1,2024-01-01T00:00:01Z,3,4,1\n"
 FILE_KEYS = {
-    "source", "name", "sha256", "outcome", "rows_read", "accepted", "quarantined", "duplicates",
-    "reason", "files_written", "seconds",
+    "source",
+    "name",
+    "sha256",
+    "outcome",
+    "rows_read",
+    "accepted",
+    "quarantined",
+    "duplicates",
+    "reason",
+    "files_written",
+    "seconds",
 }
 
 
@@ -41,12 +50,24 @@ def test_clean_ingest_json_exit_0(tmp_path: Path, conf: Path) -> None:
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["lake"] == str(tmp_path / "lake") and rep["clean"] is True
-    assert rep["totals"] == {"rows_read": 2, "accepted": 2, "quarantined": 0, "duplicates": 0,
-                             "committed": 1, "skipped": 0, "rejected": 0}
+    assert rep["totals"] == {
+        "rows_read": 2,
+        "accepted": 2,
+        "quarantined": 0,
+        "duplicates": 0,
+        "committed": 1,
+        "skipped": 0,
+        "rejected": 0,
+    }
     (f,) = rep["files"]
     assert set(f) == FILE_KEYS
     assert (f["name"], f["outcome"], f["rows_read"], f["accepted"], f["reason"]) == (
-        "good.csv", "committed", 2, 2, None)
+        "good.csv",
+        "committed",
+        2,
+        2,
+        None,
+    )
     assert len(f["sha256"]) == 64
 
     again = run("ingest", str(src), "-c", str(conf), "--json")
@@ -58,17 +79,25 @@ def test_clean_ingest_json_exit_0(tmp_path: Path, conf: Path) -> None:
 def test_mixed_folder_json_exit_1(tmp_path: Path, conf: Path) -> None:
     land = tmp_path / "in"
     write_source(land / "a.csv", GOOD)
-    write_source(land / "b.csv", HEADER + "d2,2024-01-01T00:00:00Z,x,2,0\n"
-                 "d2,2024-01-01T00:00:01Z,1,2,0\nd2,2024-01-01T00:00:01Z,1,2,0\n")
+    write_source(
+        land / "b.csv",
+        HEADER + "d2,2024-01-01T00:00:00Z,x,2,0\n"
+        "d2,2024-01-01T00:00:01Z,1,2,0\nd2,2024-01-01T00:00:01Z,1,2,0\n",
+    )
     write_source(land / "c.csv", b"")
     r = run("ingest", str(land), "-c", str(conf), "--json")
     assert r.exit_code == 1, r.output
     rep = json.loads(r.stdout)
     assert rep["clean"] is False
-    got = {f["name"]: (f["outcome"], f["rows_read"], f["accepted"], f["quarantined"],
-                       f["duplicates"]) for f in rep["files"]}
-    assert got == {"a.csv": ("committed", 2, 2, 0, 0), "b.csv": ("committed", 3, 1, 1, 1),
-                   "c.csv": ("rejected", 0, 0, 0, 0)}
+    got = {
+        f["name"]: (f["outcome"], f["rows_read"], f["accepted"], f["quarantined"], f["duplicates"])
+        for f in rep["files"]
+    }
+    assert got == {
+        "a.csv": ("committed", 2, 2, 0, 0),
+        "b.csv": ("committed", 3, 1, 1, 1),
+        "c.csv": ("rejected", 0, 0, 0, 0),
+    }
     assert rep["files"][2]["reason"] == "empty file (0 bytes)"
     assert rep["totals"]["rejected"] == 1 and rep["totals"]["quarantined"] == 1
 
@@ -90,8 +119,16 @@ def test_table_mentions_each_file(tmp_path: Path, conf: Path) -> None:
     r = run("ingest", str(land), "-c", str(conf))
     assert r.exit_code == 1
     out = r.stdout
-    for needle in ("alpha.csv", "beta.csv", "committed", "rejected", "wrong delimiter", "total",
-                   "1 committed, 0 skipped, 1 rejected", "Some rows were quarantined"):
+    for needle in (
+        "alpha.csv",
+        "beta.csv",
+        "committed",
+        "rejected",
+        "wrong delimiter",
+        "total",
+        "1 committed, 0 skipped, 1 rejected",
+        "Some rows were quarantined",
+    ):
         assert needle in out, out
     r2 = run("ingest", str(land / "alpha.csv"), "-c", str(conf))
     assert r2.exit_code == 0
@@ -136,14 +173,29 @@ def test_real_subprocess_entry_point(tmp_path: Path, conf: Path) -> None:
     src = write_source(tmp_path / "in" / "good.csv.gz", GOOD)
     p = subprocess.run(
         [sys.executable, "-m", "cnnlstm.cli", "ingest", str(src), "-c", str(conf), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr
     (f,) = json.loads(p.stdout)["files"]
     assert (f["name"], f["outcome"], f["accepted"]) == ("good.csv.gz", "committed", 2)
     p = subprocess.run(
-        [sys.executable, "-m", "cnnlstm.cli", "ingest", str(src), "-c", str(conf),
-         "--set", "data.nope=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cnnlstm.cli",
+            "ingest",
+            str(src),
+            "-c",
+            str(conf),
+            "--set",
+            "data.nope=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 2 and "data.nope" in p.stderr

@@ -23,26 +23,48 @@ def test_bundled_hapt_config_loads() -> None:
 @pytest.mark.parametrize(
     ("override", "needles"),
     [
-        ({"data": {"entity": {"column": "device", "constant": "x"}}},
-         ["data.entity", "exactly one of column, constant, from_filename",
-          "['column', 'constant']"]),
+        (
+            {"data": {"entity": {"column": "device", "constant": "x"}}},
+            [
+                "data.entity",
+                "exactly one of column, constant, from_filename",
+                "['column', 'constant']",
+            ],
+        ),
         ({"data": {"entity": {"column": None}}}, ["data.entity", "exactly one", "none"]),
-        ({"data": {"entity": {"column": None, "from_filename": "(unclosed"}}},
-         ["data.entity.from_filename is not a valid regex"]),
-        ({"data": {"timestamp": {"column": "time", "format": "sample_index"}}},
-         ["data.timestamp", "sample_index needs sample_rate_hz and start"]),
-        ({"data": {"timestamp": {"column": "time", "format": "sample_index",
-                                 "sample_rate_hz": 50}}},
-         ["sample_index needs sample_rate_hz and start"]),
-        ({"data": {"timestamp": {"column": "time", "format": "epoch_minutes"}}},
-         ["data.timestamp.format"]),
-        ({"data": {"timestamp": {"column": "time", "sample_rate_hz": 0}}},
-         ["data.timestamp.sample_rate_hz", "greater than 0"]),
-        ({"data": {"channels": [{"name": "ch_a"}, {"name": "ch_a"}]}},
-         ["data.channels: duplicate names ['ch_a']"]),
+        (
+            {"data": {"entity": {"column": None, "from_filename": "(unclosed"}}},
+            ["data.entity.from_filename is not a valid regex"],
+        ),
+        (
+            {"data": {"timestamp": {"column": "time", "format": "sample_index"}}},
+            ["data.timestamp", "sample_index needs sample_rate_hz and start"],
+        ),
+        (
+            {
+                "data": {
+                    "timestamp": {"column": "time", "format": "sample_index", "sample_rate_hz": 50}
+                }
+            },
+            ["sample_index needs sample_rate_hz and start"],
+        ),
+        (
+            {"data": {"timestamp": {"column": "time", "format": "epoch_minutes"}}},
+            ["data.timestamp.format"],
+        ),
+        (
+            {"data": {"timestamp": {"column": "time", "sample_rate_hz": 0}}},
+            ["data.timestamp.sample_rate_hz", "greater than 0"],
+        ),
+        (
+            {"data": {"channels": [{"name": "ch_a"}, {"name": "ch_a"}]}},
+            ["data.channels: duplicate names ['ch_a']"],
+        ),
         ({"data": {"channels": []}}, ["data.channels"]),
-        ({"data": {"channels": [{"name": "ch_a", "min": 5, "max": 1}]}},
-         ["data.channels.0", "channel ch_a: min 5.0 > max 1.0"]),
+        (
+            {"data": {"channels": [{"name": "ch_a", "min": 5, "max": 1}]}},
+            ["data.channels.0", "channel ch_a: min 5.0 > max 1.0"],
+        ),
         ({"data": {"columns": {"timestamp": "string"}}}, ["reserved column names", "timestamp"]),
         ({"data": {"columns": {"ch_b": "float"}}}, ["data.columns repeats channel names"]),
         ({"data": {"columns": {"site": "complex"}}}, ["data.columns.site"]),

@@ -45,8 +45,9 @@ def _land(tmp: Path) -> None:
             for i in range(40)
         )
         bad = f"d{k},2024-01-01T00:01:00Z,{500 + k},0,1\n"  # ch_a out of range: quarantined
-        write_source(tmp / "landing" / f"part-{k}.csv", "device,time,ch_a,ch_b,label\n" + rows
-                     + bad)
+        write_source(
+            tmp / "landing" / f"part-{k}.csv", "device,time,ch_a,ch_b,label\n" + rows + bad
+        )
 
 
 def test_task_runner_for_config(tmp_path: Path) -> None:

@@ -48,9 +48,7 @@ def test_pipeline_end_to_end_then_rerun_resumes(harness, tmp_path: Path) -> None
     train = first["train"]
     assert train["registered_model"]["version"] == "1"
     assert train["registered_model"]["champion"] is True
-    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
-        train["mlflow_run_id"]
-    )
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(train["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     score = first["score"]
     assert score["model_version"] == "1" and score["rows_written"] > 0

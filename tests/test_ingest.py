@@ -78,7 +78,12 @@ def test_quarantine_holds_exactly_the_quarantined_rows(tmp_path: Path) -> None:
     got = [(Path(f).name, r) for f, r in zip(q["source_file"], q["source_row"], strict=True)]
     assert got == [("a.csv", r) for r in (2, 3, 5, 6, 7, 8)] + [("b.csv", 1)]
     assert q.columns == [
-        "source_file", "source_sha256", "source_row", "reason", "raw", "ingested_at"
+        "source_file",
+        "source_sha256",
+        "source_row",
+        "reason",
+        "raw",
+        "ingested_at",
     ]
     # raw JSON keeps the original values: nothing is lost
     raws = [json.loads(x) for x in q["raw"]]
@@ -91,8 +96,10 @@ def test_quarantine_holds_exactly_the_quarantined_rows(tmp_path: Path) -> None:
     reasons = q["reason"].to_list()
     assert "cannot parse 'x'" in reasons[0]
     assert reasons[1].startswith("ragged line")
-    assert reasons[2] == reasons[3] == (
-        "conflicting duplicate of (entity_id, timestamp): rows 5,6 disagree"
+    assert (
+        reasons[2]
+        == reasons[3]
+        == ("conflicting duplicate of (entity_id, timestamp): rows 5,6 disagree")
     )
     assert "greater_than_or_equal_to(-100.0)" in reasons[4]
     assert "NaN or infinite value" in reasons[5]
@@ -223,9 +230,13 @@ def test_accounting_invariant_property(files: list[list[tuple]]) -> None:
 
 def test_ingest_twice_and_under_a_new_name_adds_nothing(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    text = HEADER + "".join(
-        f"d{i % 3},2024-01-0{1 + i % 2}T00:00:{i:02d}Z,{i},{i * 2},{i % 4}\n" for i in range(40)
-    ) + "d0,2024-01-01T00:00:00Z,99,0,0\n"  # conflicting with row 1: both quarantined
+    text = (
+        HEADER
+        + "".join(
+            f"d{i % 3},2024-01-0{1 + i % 2}T00:00:{i:02d}Z,{i},{i * 2},{i % 4}\n" for i in range(40)
+        )
+        + "d0,2024-01-01T00:00:00Z,99,0,0\n"
+    )  # conflicting with row 1: both quarantined
     src = write_source(tmp_path / "a.csv", text)
     (first,) = ingest(cfg, [str(src)]).files
     assert counts(first) == ("committed", 41, 39, 2, 0)
@@ -279,8 +290,9 @@ def _big_csv(path: Path) -> int:
             "label": rng.integers(0, 5, n),
         }
     ).with_columns(
-        time=(pl.datetime(2024, 1, 1, time_zone="UTC") + pl.duration(seconds=pl.col("time")))
-        .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        time=(
+            pl.datetime(2024, 1, 1, time_zone="UTC") + pl.duration(seconds=pl.col("time"))
+        ).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     write_source(path, df)
     return len(bad)
@@ -350,9 +362,7 @@ def test_kill_9_during_ingest_leaves_all_or_nothing_and_rerun_converges(tmp_path
         proc = _cli([str(src), "-c", str(conf)])
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < 60:
-            if (delay is not None and time.monotonic() - t0 >= delay) or (
-                delay is None and fire()
-            ):
+            if (delay is not None and time.monotonic() - t0 >= delay) or (delay is None and fire()):
                 break
             time.sleep(0.001)
         finished = proc.poll() is not None

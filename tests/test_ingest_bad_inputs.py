@@ -203,193 +203,492 @@ _GOOD = rows(ok(0), ok(1))
 _BIG_GZ = gzip.compress(rows(*(ok(i % 60) for i in range(200))).encode())
 
 CASES = [
-    Case("clean_control", rows(ok(0), ok(1), ok(2)), ("committed", 3, 3, 0, 0),
-         check=columns(*DEFAULT_COLS)),
-    Case("ragged_too_many", rows(ok(0), ok(1) + ",9", ok(2)), ("committed", 3, 2, 1, 0),
-         qreasons={2: "ragged line: 6 fields, the header has 5"}),
-    Case("ragged_too_few", rows(ok(0), "d1,2024-01-01T00:00:01Z,1", ok(2)),
-         ("committed", 3, 2, 1, 0), qreasons={2: "ragged line: 3 fields, the header has 5"}),
-    Case("unterminated_quote", rows(ok(0), 'd1,"2024-01-01T00:00:01Z,1,2,0', ok(2)),
-         ("rejected", 0, 0, 0, 0), reason="unparseable CSV"),
-    Case("blank_line", rows(ok(0), "", ok(2)), ("committed", 3, 2, 1, 0),
-         qreasons={2: "blank line"}),
-    Case("blank_lines_trailing", rows(ok(0), "", ""), ("committed", 3, 1, 2, 0),
-         qreasons={2: "blank line", 3: "blank line"}),
-    Case("whitespace_line", rows(ok(0), "   "), ("committed", 2, 1, 1, 0),
-         qreasons={2: "ragged line: 1 fields"}),
-    Case("missing_column", "device,time,ch_a,label\nd1,2024-01-01T00:00:00Z,1,0\n",
-         ("rejected", 0, 0, 0, 0), reason="missing required columns ['ch_b']"),
-    Case("renamed_column", "device,time,chA,ch_b,label\nd1,2024-01-01T00:00:00Z,1,2,0\n",
-         ("rejected", 0, 0, 0, 0), reason="missing required columns ['ch_a']"),
-    Case("renamed_column_mapped", "device,time,chA,ch_b,label\nd1,2024-01-01T00:00:00Z,7,2,0\n",
-         ("committed", 1, 1, 0, 0),
-         cfg={"data": {"channels": [{"name": "ch_a", "source": "chA"}, {"name": "ch_b"}]}},
-         check=lambda df: df["ch_a"].to_list() == [7.0] or pytest.fail("ch_a not mapped")),
-    Case("extra_column_dropped", "device,time,ch_a,ch_b,label,site\n"
-         "d1,2024-01-01T00:00:00Z,1,2,0,north\nd1,2024-01-01T00:00:01Z,1,2,0,south\n",
-         ("committed", 2, 2, 0, 0), check=columns(*DEFAULT_COLS)),
-    Case("extra_column_kept", "device,time,ch_a,ch_b,label,site\n"
-         "d1,2024-01-01T00:00:00Z,1,2,0,north\nd1,2024-01-01T00:00:01Z,1,2,0,south\n",
-         ("committed", 2, 2, 0, 0), cfg={"data": {"keep_other_columns": True}},
-         check=_site_kept),
-    Case("extra_column_typed", "device,time,ch_a,ch_b,label,site_no\n"
-         "d1,2024-01-01T00:00:00Z,1,2,0,4\nd1,2024-01-01T00:00:01Z,1,2,0,x\n",
-         ("committed", 2, 1, 1, 0), cfg={"data": {"columns": {"site_no": "int"}}},
-         qreasons={2: "site_no: cannot parse 'x'"},
-         check=lambda df: df["site_no"].to_list() == [4] or pytest.fail("site_no")),
-    Case("quoted_fields", "device,time,ch_a,ch_b,label,note\n"
-         'd1,2024-01-01T00:00:00Z,1,2,0,"a, b"\n'
-         'd1,2024-01-01T00:00:01Z,1,2,0,"line1\nline2 ""q"""\n',
-         ("committed", 2, 2, 0, 0), cfg={"data": {"keep_other_columns": True}}, check=_quoted),
-    Case("string_in_numeric", rows(ok(0), ok(1, b="abc")), ("committed", 2, 1, 1, 0),
-         qreasons={2: "ch_b: cannot parse 'abc'"}),
-    Case("nan", rows(ok(0, a="NaN"), ok(1)), ("committed", 2, 1, 1, 0),
-         qreasons={1: "=ch_a: NaN or infinite value (value NaN)"}),
-    Case("pos_neg_inf", rows(ok(0, b="inf"), ok(1, a="-inf"), ok(2)), ("committed", 3, 1, 2, 0),
-         qreasons={1: "=ch_b: NaN or infinite value (value inf)",
-                   2: "=ch_a: NaN or infinite value (value -inf)"}),
-    Case("out_of_range", rows(ok(0, a="100"), ok(1, a="-100"), ok(2, a="100.5"), ok(3, a="-101")),
-         ("committed", 4, 2, 2, 0),
-         qreasons={3: "=ch_a: less_than_or_equal_to(100.0) (value 100.5)",
-                   4: "=ch_a: greater_than_or_equal_to(-100.0) (value -101.0)"},
-         check=lambda df: sorted(df["ch_a"].to_list()) == [-100.0, 100.0] or pytest.fail()),
-    Case("null_timestamp", rows(ok(0), "d1,,1,2,0"), ("committed", 2, 1, 1, 0),
-         qreasons={2: "=timestamp: missing value (value null)"}),
-    Case("bad_timestamp", rows(ok(0), "d1,yesterday,1,2,0"), ("committed", 2, 1, 1, 0),
-         qreasons={2: "timestamp: cannot parse or out of range [1970, 2200) as iso: 'yesterday'"}),
-    Case("null_entity", rows(ok(0), ok(1, dev="")), ("committed", 2, 1, 1, 0),
-         qreasons={2: "=entity_id: missing value (value null)"}),
-    Case("null_channel", rows(ok(0, a=""), ok(1)), ("committed", 2, 1, 1, 0),
-         qreasons={1: "=ch_a: missing value (value null)"}),
-    Case("null_channel_allowed", rows(ok(0, a=""), ok(1)), ("committed", 2, 2, 0, 0),
-         cfg={"data": {"allow_missing_channels": True}}, check=_null_ch_a),
-    Case("label_not_int", rows(ok(0), ok(1, label="walk")), ("committed", 2, 1, 1, 0),
-         qreasons={2: "label: cannot parse 'walk'"}),
-    Case("dup_identical", rows(ok(0), ok(0), ok(1), ok(0)), ("committed", 4, 2, 0, 2),
-         check=timestamps(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 1))),
-    Case("dup_identical_other_spelling",
-         rows(ok(0), "d1,2024-01-01T02:00:00+02:00,1.0,2.00,0"), ("committed", 2, 1, 0, 1),
-         check=timestamps(utc(2024, 1, 1))),
-    Case("dup_conflicting", rows(ok(0), ok(0, a="2"), ok(0), ok(1)), ("committed", 4, 1, 3, 0),
-         qreasons={r: "conflicting duplicate of (entity_id, timestamp): rows 1,2,3 disagree"
-                   for r in (1, 2, 3)},
-         check=timestamps(utc(2024, 1, 1, 0, 0, 1))),
-    Case("out_of_order", rows(ok(3), ok(1), ok(2), ok(0)), ("committed", 4, 4, 0, 0),
-         check=_sorted_in_file),
-    Case("mixed_timezones",
-         one_ts("2024-01-01T00:00:00+02:00", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00-05:30",
-                "2024-01-01 03:00:00.123456+0100", "2024-01-01T09:15:00"),
-         ("committed", 5, 5, 0, 0),
-         check=timestamps(utc(2023, 12, 31, 22), utc(2024, 1, 1), utc(2024, 1, 1, 5, 30),
-                          utc(2024, 1, 1, 2, 0, 0, 123456), utc(2024, 1, 1, 9, 15))),
-    Case("naive_local_tz",
-         one_ts("2024-01-15T12:00:00", "2024-07-15 12:00:00.25", "2024-07-15T12:00:00Z"),
-         ("committed", 3, 3, 0, 0), cfg=BERLIN,
-         check=timestamps(utc(2024, 1, 15, 11), utc(2024, 7, 15, 10, 0, 0, 250000),
-                          utc(2024, 7, 15, 12))),
-    Case("dst_gap", one_ts("2024-03-31T02:30:00", "2024-03-31T03:30:00"),
-         ("committed", 2, 1, 1, 0), cfg=BERLIN,
-         qreasons={1: "timestamp: cannot parse or out of range [1970, 2200) as iso"},
-         check=timestamps(utc(2024, 3, 31, 1, 30))),
-    Case("before_1970", one_ts("1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z"),
-         ("committed", 2, 1, 1, 0),
-         qreasons={1: "out of range [1970, 2200) as iso: '1969-12-31T23:59:59Z'"},
-         check=timestamps(utc(1970, 1, 1))),
-    Case("epoch_s", one_ts("1704067200", "1704067200.5", "1704067200.000001"),
-         ("committed", 3, 3, 0, 0), cfg=epoch("epoch_s"),
-         check=timestamps(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 0, 500000),
-                          utc(2024, 1, 1, 0, 0, 0, 1))),
-    Case("epoch_ms", one_ts("1704067200123", "1704067201123.5"), ("committed", 2, 2, 0, 0),
-         cfg=epoch("epoch_ms"),
-         check=timestamps(utc(2024, 1, 1, 0, 0, 0, 123000), utc(2024, 1, 1, 0, 0, 1, 123500))),
-    Case("epoch_us", one_ts("1704067200123456", "0"), ("committed", 2, 2, 0, 0),
-         cfg=epoch("epoch_us"),
-         check=timestamps(utc(1970, 1, 1), utc(2024, 1, 1, 0, 0, 0, 123456))),
-    Case("epoch_ns", one_ts("1704067200123456789", "1704067200000000999"),
-         ("committed", 2, 2, 0, 0), cfg=epoch("epoch_ns"),
-         check=timestamps(utc(2024, 1, 1, 0, 0, 0, 123456), utc(2024, 1, 1))),
-    Case("epoch_unit_mistake_ms_as_s", one_ts("1704067200123", "1704067200"),
-         ("committed", 2, 1, 1, 0), cfg=epoch("epoch_s"),
-         qreasons={1: "timestamp: cannot parse or out of range [1970, 2200) as epoch_s: "
-                      "'1704067200123"},
-         check=timestamps(utc(2024, 1, 1))),
-    Case("epoch_unit_mistake_ns_as_us", one_ts("1704067200123", "1704067200123456789"),
-         ("committed", 2, 1, 1, 0), cfg=epoch("epoch_us"),
-         qreasons={2: "out of range [1970, 2200) as epoch_us: '1704067200123456789"},
-         check=timestamps(utc(1970, 1, 20, 17, 21, 7, 200123))),
-    Case("sample_index", one_ts("0", "1", "10", "-1", "2.5"), ("committed", 5, 3, 2, 0),
-         cfg={"data": {"timestamp": {"column": "time", "format": "sample_index",
-                                     "sample_rate_hz": 4, "start": "2024-01-01T01:00:00+01:00"}}},
-         qreasons={4: "as sample_index: '-1'", 5: "as sample_index: '2.5'"},
-         check=timestamps(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 0, 250000),
-                          utc(2024, 1, 1, 0, 0, 2, 500000))),
+    Case(
+        "clean_control",
+        rows(ok(0), ok(1), ok(2)),
+        ("committed", 3, 3, 0, 0),
+        check=columns(*DEFAULT_COLS),
+    ),
+    Case(
+        "ragged_too_many",
+        rows(ok(0), ok(1) + ",9", ok(2)),
+        ("committed", 3, 2, 1, 0),
+        qreasons={2: "ragged line: 6 fields, the header has 5"},
+    ),
+    Case(
+        "ragged_too_few",
+        rows(ok(0), "d1,2024-01-01T00:00:01Z,1", ok(2)),
+        ("committed", 3, 2, 1, 0),
+        qreasons={2: "ragged line: 3 fields, the header has 5"},
+    ),
+    Case(
+        "unterminated_quote",
+        rows(ok(0), 'd1,"2024-01-01T00:00:01Z,1,2,0', ok(2)),
+        ("rejected", 0, 0, 0, 0),
+        reason="unparseable CSV",
+    ),
+    Case(
+        "blank_line", rows(ok(0), "", ok(2)), ("committed", 3, 2, 1, 0), qreasons={2: "blank line"}
+    ),
+    Case(
+        "blank_lines_trailing",
+        rows(ok(0), "", ""),
+        ("committed", 3, 1, 2, 0),
+        qreasons={2: "blank line", 3: "blank line"},
+    ),
+    Case(
+        "whitespace_line",
+        rows(ok(0), "   "),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "ragged line: 1 fields"},
+    ),
+    Case(
+        "missing_column",
+        "device,time,ch_a,label\nd1,2024-01-01T00:00:00Z,1,0\n",
+        ("rejected", 0, 0, 0, 0),
+        reason="missing required columns ['ch_b']",
+    ),
+    Case(
+        "renamed_column",
+        "device,time,chA,ch_b,label\nd1,2024-01-01T00:00:00Z,1,2,0\n",
+        ("rejected", 0, 0, 0, 0),
+        reason="missing required columns ['ch_a']",
+    ),
+    Case(
+        "renamed_column_mapped",
+        "device,time,chA,ch_b,label\nd1,2024-01-01T00:00:00Z,7,2,0\n",
+        ("committed", 1, 1, 0, 0),
+        cfg={"data": {"channels": [{"name": "ch_a", "source": "chA"}, {"name": "ch_b"}]}},
+        check=lambda df: df["ch_a"].to_list() == [7.0] or pytest.fail("ch_a not mapped"),
+    ),
+    Case(
+        "extra_column_dropped",
+        "device,time,ch_a,ch_b,label,site\n"
+        "d1,2024-01-01T00:00:00Z,1,2,0,north\nd1,2024-01-01T00:00:01Z,1,2,0,south\n",
+        ("committed", 2, 2, 0, 0),
+        check=columns(*DEFAULT_COLS),
+    ),
+    Case(
+        "extra_column_kept",
+        "device,time,ch_a,ch_b,label,site\n"
+        "d1,2024-01-01T00:00:00Z,1,2,0,north\nd1,2024-01-01T00:00:01Z,1,2,0,south\n",
+        ("committed", 2, 2, 0, 0),
+        cfg={"data": {"keep_other_columns": True}},
+        check=_site_kept,
+    ),
+    Case(
+        "extra_column_typed",
+        "device,time,ch_a,ch_b,label,site_no\n"
+        "d1,2024-01-01T00:00:00Z,1,2,0,4\nd1,2024-01-01T00:00:01Z,1,2,0,x\n",
+        ("committed", 2, 1, 1, 0),
+        cfg={"data": {"columns": {"site_no": "int"}}},
+        qreasons={2: "site_no: cannot parse 'x'"},
+        check=lambda df: df["site_no"].to_list() == [4] or pytest.fail("site_no"),
+    ),
+    Case(
+        "quoted_fields",
+        "device,time,ch_a,ch_b,label,note\n"
+        'd1,2024-01-01T00:00:00Z,1,2,0,"a, b"\n'
+        'd1,2024-01-01T00:00:01Z,1,2,0,"line1\nline2 ""q"""\n',
+        ("committed", 2, 2, 0, 0),
+        cfg={"data": {"keep_other_columns": True}},
+        check=_quoted,
+    ),
+    Case(
+        "string_in_numeric",
+        rows(ok(0), ok(1, b="abc")),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "ch_b: cannot parse 'abc'"},
+    ),
+    Case(
+        "nan",
+        rows(ok(0, a="NaN"), ok(1)),
+        ("committed", 2, 1, 1, 0),
+        qreasons={1: "=ch_a: NaN or infinite value (value NaN)"},
+    ),
+    Case(
+        "pos_neg_inf",
+        rows(ok(0, b="inf"), ok(1, a="-inf"), ok(2)),
+        ("committed", 3, 1, 2, 0),
+        qreasons={
+            1: "=ch_b: NaN or infinite value (value inf)",
+            2: "=ch_a: NaN or infinite value (value -inf)",
+        },
+    ),
+    Case(
+        "out_of_range",
+        rows(ok(0, a="100"), ok(1, a="-100"), ok(2, a="100.5"), ok(3, a="-101")),
+        ("committed", 4, 2, 2, 0),
+        qreasons={
+            3: "=ch_a: less_than_or_equal_to(100.0) (value 100.5)",
+            4: "=ch_a: greater_than_or_equal_to(-100.0) (value -101.0)",
+        },
+        check=lambda df: sorted(df["ch_a"].to_list()) == [-100.0, 100.0] or pytest.fail(),
+    ),
+    Case(
+        "null_timestamp",
+        rows(ok(0), "d1,,1,2,0"),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "=timestamp: missing value (value null)"},
+    ),
+    Case(
+        "bad_timestamp",
+        rows(ok(0), "d1,yesterday,1,2,0"),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "timestamp: cannot parse or out of range [1970, 2200) as iso: 'yesterday'"},
+    ),
+    Case(
+        "null_entity",
+        rows(ok(0), ok(1, dev="")),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "=entity_id: missing value (value null)"},
+    ),
+    Case(
+        "null_channel",
+        rows(ok(0, a=""), ok(1)),
+        ("committed", 2, 1, 1, 0),
+        qreasons={1: "=ch_a: missing value (value null)"},
+    ),
+    Case(
+        "null_channel_allowed",
+        rows(ok(0, a=""), ok(1)),
+        ("committed", 2, 2, 0, 0),
+        cfg={"data": {"allow_missing_channels": True}},
+        check=_null_ch_a,
+    ),
+    Case(
+        "label_not_int",
+        rows(ok(0), ok(1, label="walk")),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "label: cannot parse 'walk'"},
+    ),
+    Case(
+        "dup_identical",
+        rows(ok(0), ok(0), ok(1), ok(0)),
+        ("committed", 4, 2, 0, 2),
+        check=timestamps(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 1)),
+    ),
+    Case(
+        "dup_identical_other_spelling",
+        rows(ok(0), "d1,2024-01-01T02:00:00+02:00,1.0,2.00,0"),
+        ("committed", 2, 1, 0, 1),
+        check=timestamps(utc(2024, 1, 1)),
+    ),
+    Case(
+        "dup_conflicting",
+        rows(ok(0), ok(0, a="2"), ok(0), ok(1)),
+        ("committed", 4, 1, 3, 0),
+        qreasons={
+            r: "conflicting duplicate of (entity_id, timestamp): rows 1,2,3 disagree"
+            for r in (1, 2, 3)
+        },
+        check=timestamps(utc(2024, 1, 1, 0, 0, 1)),
+    ),
+    Case(
+        "out_of_order",
+        rows(ok(3), ok(1), ok(2), ok(0)),
+        ("committed", 4, 4, 0, 0),
+        check=_sorted_in_file,
+    ),
+    Case(
+        "mixed_timezones",
+        one_ts(
+            "2024-01-01T00:00:00+02:00",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00-05:30",
+            "2024-01-01 03:00:00.123456+0100",
+            "2024-01-01T09:15:00",
+        ),
+        ("committed", 5, 5, 0, 0),
+        check=timestamps(
+            utc(2023, 12, 31, 22),
+            utc(2024, 1, 1),
+            utc(2024, 1, 1, 5, 30),
+            utc(2024, 1, 1, 2, 0, 0, 123456),
+            utc(2024, 1, 1, 9, 15),
+        ),
+    ),
+    Case(
+        "naive_local_tz",
+        one_ts("2024-01-15T12:00:00", "2024-07-15 12:00:00.25", "2024-07-15T12:00:00Z"),
+        ("committed", 3, 3, 0, 0),
+        cfg=BERLIN,
+        check=timestamps(
+            utc(2024, 1, 15, 11), utc(2024, 7, 15, 10, 0, 0, 250000), utc(2024, 7, 15, 12)
+        ),
+    ),
+    Case(
+        "dst_gap",
+        one_ts("2024-03-31T02:30:00", "2024-03-31T03:30:00"),
+        ("committed", 2, 1, 1, 0),
+        cfg=BERLIN,
+        qreasons={1: "timestamp: cannot parse or out of range [1970, 2200) as iso"},
+        check=timestamps(utc(2024, 3, 31, 1, 30)),
+    ),
+    Case(
+        "before_1970",
+        one_ts("1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z"),
+        ("committed", 2, 1, 1, 0),
+        qreasons={1: "out of range [1970, 2200) as iso: '1969-12-31T23:59:59Z'"},
+        check=timestamps(utc(1970, 1, 1)),
+    ),
+    Case(
+        "epoch_s",
+        one_ts("1704067200", "1704067200.5", "1704067200.000001"),
+        ("committed", 3, 3, 0, 0),
+        cfg=epoch("epoch_s"),
+        check=timestamps(
+            utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 0, 500000), utc(2024, 1, 1, 0, 0, 0, 1)
+        ),
+    ),
+    Case(
+        "epoch_ms",
+        one_ts("1704067200123", "1704067201123.5"),
+        ("committed", 2, 2, 0, 0),
+        cfg=epoch("epoch_ms"),
+        check=timestamps(utc(2024, 1, 1, 0, 0, 0, 123000), utc(2024, 1, 1, 0, 0, 1, 123500)),
+    ),
+    Case(
+        "epoch_us",
+        one_ts("1704067200123456", "0"),
+        ("committed", 2, 2, 0, 0),
+        cfg=epoch("epoch_us"),
+        check=timestamps(utc(1970, 1, 1), utc(2024, 1, 1, 0, 0, 0, 123456)),
+    ),
+    Case(
+        "epoch_ns",
+        one_ts("1704067200123456789", "1704067200000000999"),
+        ("committed", 2, 2, 0, 0),
+        cfg=epoch("epoch_ns"),
+        check=timestamps(utc(2024, 1, 1, 0, 0, 0, 123456), utc(2024, 1, 1)),
+    ),
+    Case(
+        "epoch_unit_mistake_ms_as_s",
+        one_ts("1704067200123", "1704067200"),
+        ("committed", 2, 1, 1, 0),
+        cfg=epoch("epoch_s"),
+        qreasons={
+            1: "timestamp: cannot parse or out of range [1970, 2200) as epoch_s: '1704067200123"
+        },
+        check=timestamps(utc(2024, 1, 1)),
+    ),
+    Case(
+        "epoch_unit_mistake_ns_as_us",
+        one_ts("1704067200123", "1704067200123456789"),
+        ("committed", 2, 1, 1, 0),
+        cfg=epoch("epoch_us"),
+        qreasons={2: "out of range [1970, 2200) as epoch_us: '1704067200123456789"},
+        check=timestamps(utc(1970, 1, 20, 17, 21, 7, 200123)),
+    ),
+    Case(
+        "sample_index",
+        one_ts("0", "1", "10", "-1", "2.5"),
+        ("committed", 5, 3, 2, 0),
+        cfg={
+            "data": {
+                "timestamp": {
+                    "column": "time",
+                    "format": "sample_index",
+                    "sample_rate_hz": 4,
+                    "start": "2024-01-01T01:00:00+01:00",
+                }
+            }
+        },
+        qreasons={4: "as sample_index: '-1'", 5: "as sample_index: '2.5'"},
+        check=timestamps(
+            utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 0, 250000), utc(2024, 1, 1, 0, 0, 2, 500000)
+        ),
+    ),
     Case("empty_file", b"", ("rejected", 0, 0, 0, 0), reason="empty file (0 bytes)"),
     Case("header_only", HEADER, ("rejected", 0, 0, 0, 0), reason="header only: no data rows"),
     Case("whitespace_only", "\n \n\n", ("rejected", 0, 0, 0, 0), reason="empty file"),
-    Case("non_utf8_body", rows(ok(0)).encode() + "d\xe9,2024-01-01T00:00:01Z,1,2,0\n".encode(
-         "latin-1"), ("rejected", 0, 0, 0, 0), reason="not UTF-8: invalid byte 0xe9 on line 3"),
-    Case("non_utf8_header", "d\xe9vice,time,ch_a,ch_b,label\n".encode("latin-1"),
-         ("rejected", 0, 0, 0, 0), reason="not UTF-8"),
-    Case("utf8_bom", b"\xef\xbb\xbf" + rows(ok(0)).encode(), ("committed", 1, 1, 0, 0),
-         check=columns(*DEFAULT_COLS)),
-    Case("crlf", rows(ok(0), ok(1, a="500")).replace("\n", "\r\n"), ("committed", 2, 1, 1, 0),
-         qreasons={2: "ch_a: less_than_or_equal_to(100.0) (value 500.0)"}),
-    Case("gzip_good", rows(ok(0), ok(1, b="x")), ("committed", 2, 1, 1, 0), name="d.csv.gz",
-         qreasons={2: "ch_b: cannot parse 'x'"}),
-    Case("corrupt_gzip", gzip.compress(rows(*(ok(i) for i in range(30))).encode())[:60],
-         ("rejected", 0, 0, 0, 0), name="d.csv.gz", raw_file=True, reason="corrupt gzip"),
-    Case("not_gzip", _GOOD, ("rejected", 0, 0, 0, 0), name="d.csv.gz", raw_file=True,
-         reason="corrupt gzip"),
-    Case("gzip_bomb", _BIG_GZ, ("rejected", 0, 0, 0, 0), name="d.csv.gz", raw_file=True,
-         cfg={"lake": {"max_file_bytes": 2000}},
-         reason="decompressed size over the cap lake.max_file_bytes=2000"),
-    Case("over_size_cap", _GOOD, ("rejected", 0, 0, 0, 0), cfg={"lake": {"max_file_bytes": 64}},
-         reason=f"file is {len(_GOOD)} bytes, over the cap lake.max_file_bytes=64"),
-    Case("wrong_delimiter", _GOOD.replace(",", ";"), ("rejected", 0, 0, 0, 0),
-         reason="wrong delimiter"),
-    Case("delimiter_configured", rows(ok(0)).replace(",", ";"), ("committed", 1, 1, 0, 0),
-         cfg={"data": {"csv": {"delimiter": ";"}}}),
-    Case("duplicate_header", "device,time,ch_a,ch_a,label\nd1,2024-01-01T00:00:00Z,1,2,0\n",
-         ("rejected", 0, 0, 0, 0), reason="duplicate column names"),
-    Case("filename_no_match", _GOOD, ("rejected", 0, 0, 0, 0), name="sensor_a.csv",
-         cfg={"data": {"entity": {"column": None, "from_filename": r"^(?P<entity>dev\d+)_"}}},
-         reason="file name 'sensor_a.csv' does not match data.entity.from_filename"),
-    Case("filename_entity", rows(ok(0, dev="ignored")), ("committed", 1, 1, 0, 0),
-         name="dev7_2024.csv",
-         cfg={"data": {"entity": {"column": None, "from_filename": r"^(?P<entity>dev\d+)_"}}},
-         check=lambda df: df["entity_id"].to_list() == ["dev7"] or pytest.fail("entity")),
-    Case("parquet_truncated", parquet_bytes(pq())[:-20], ("rejected", 0, 0, 0, 0),
-         name="d.parquet", reason="magic bytes"),
-    Case("parquet_zero_rows", pq().head(0), ("rejected", 0, 0, 0, 0), name="d.parquet",
-         reason="Parquet file has no rows"),
-    Case("parquet_bool_channel", pq(ch_a=[True, False]), ("rejected", 0, 0, 0, 0),
-         name="d.parquet", reason="column 'ch_a' has type Boolean, expected a number"),
-    Case("parquet_struct_channel", pq(ch_b=[{"x": 1}, {"x": 2}]), ("rejected", 0, 0, 0, 0),
-         name="d.parquet", reason="column 'ch_b' has type Struct"),
-    Case("parquet_string_channel", pq(ch_a=["1.5", "abc"]), ("committed", 2, 1, 1, 0),
-         name="d.parquet", qreasons={2: "ch_a: cannot parse 'abc'"},
-         check=lambda df: df["ch_a"].to_list() == [1.5] or pytest.fail("ch_a")),
-    Case("parquet_int_channel", pq(ch_b=[3, 4]), ("committed", 2, 2, 0, 0), name="d.parquet",
-         check=lambda df: df.schema["ch_b"] == pl.Float32 or pytest.fail("dtype")),
-    Case("parquet_datetime_naive", pq(time=[datetime(2024, 1, 1), datetime(2024, 7, 1)]),
-         ("committed", 2, 2, 0, 0), name="d.parquet", cfg=NY,
-         check=timestamps(utc(2024, 1, 1, 5), utc(2024, 7, 1, 4))),
-    Case("parquet_int_time_as_iso", pq(time=[1, 2]), ("rejected", 0, 0, 0, 0), name="d.parquet",
-         reason="timestamp column 'time' has type Int64; data.timestamp.format=iso wants text"),
-    Case("parquet_nan_inf",
-         pq(**{k: v + [v[0]] for k, v in PQ_BASE.items()} | {
-             "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"],
-             "ch_b": [float("nan"), float("inf"), 5.0]}),
-         ("committed", 3, 1, 2, 0), name="d.parquet",
-         qreasons={1: "=ch_b: NaN or infinite value (value NaN)",
-                   2: "=ch_b: NaN or infinite value (value inf)"}),
-    Case("parquet_empty_entity",
-         pq(**{k: v + [v[0]] for k, v in PQ_BASE.items()} | {
-             "device": ["", None, "d1"],
-             "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"]}),
-         ("committed", 3, 1, 2, 0), name="d.parquet",
-         qreasons={1: "=entity_id: empty entity id (value )",
-                   2: "=entity_id: missing value (value null)"}),
+    Case(
+        "non_utf8_body",
+        rows(ok(0)).encode() + "d\xe9,2024-01-01T00:00:01Z,1,2,0\n".encode("latin-1"),
+        ("rejected", 0, 0, 0, 0),
+        reason="not UTF-8: invalid byte 0xe9 on line 3",
+    ),
+    Case(
+        "non_utf8_header",
+        "d\xe9vice,time,ch_a,ch_b,label\n".encode("latin-1"),
+        ("rejected", 0, 0, 0, 0),
+        reason="not UTF-8",
+    ),
+    Case(
+        "utf8_bom",
+        b"\xef\xbb\xbf" + rows(ok(0)).encode(),
+        ("committed", 1, 1, 0, 0),
+        check=columns(*DEFAULT_COLS),
+    ),
+    Case(
+        "crlf",
+        rows(ok(0), ok(1, a="500")).replace("\n", "\r\n"),
+        ("committed", 2, 1, 1, 0),
+        qreasons={2: "ch_a: less_than_or_equal_to(100.0) (value 500.0)"},
+    ),
+    Case(
+        "gzip_good",
+        rows(ok(0), ok(1, b="x")),
+        ("committed", 2, 1, 1, 0),
+        name="d.csv.gz",
+        qreasons={2: "ch_b: cannot parse 'x'"},
+    ),
+    Case(
+        "corrupt_gzip",
+        gzip.compress(rows(*(ok(i) for i in range(30))).encode())[:60],
+        ("rejected", 0, 0, 0, 0),
+        name="d.csv.gz",
+        raw_file=True,
+        reason="corrupt gzip",
+    ),
+    Case(
+        "not_gzip",
+        _GOOD,
+        ("rejected", 0, 0, 0, 0),
+        name="d.csv.gz",
+        raw_file=True,
+        reason="corrupt gzip",
+    ),
+    Case(
+        "gzip_bomb",
+        _BIG_GZ,
+        ("rejected", 0, 0, 0, 0),
+        name="d.csv.gz",
+        raw_file=True,
+        cfg={"lake": {"max_file_bytes": 2000}},
+        reason="decompressed size over the cap lake.max_file_bytes=2000",
+    ),
+    Case(
+        "over_size_cap",
+        _GOOD,
+        ("rejected", 0, 0, 0, 0),
+        cfg={"lake": {"max_file_bytes": 64}},
+        reason=f"file is {len(_GOOD)} bytes, over the cap lake.max_file_bytes=64",
+    ),
+    Case(
+        "wrong_delimiter",
+        _GOOD.replace(",", ";"),
+        ("rejected", 0, 0, 0, 0),
+        reason="wrong delimiter",
+    ),
+    Case(
+        "delimiter_configured",
+        rows(ok(0)).replace(",", ";"),
+        ("committed", 1, 1, 0, 0),
+        cfg={"data": {"csv": {"delimiter": ";"}}},
+    ),
+    Case(
+        "duplicate_header",
+        "device,time,ch_a,ch_a,label\nd1,2024-01-01T00:00:00Z,1,2,0\n",
+        ("rejected", 0, 0, 0, 0),
+        reason="duplicate column names",
+    ),
+    Case(
+        "filename_no_match",
+        _GOOD,
+        ("rejected", 0, 0, 0, 0),
+        name="sensor_a.csv",
+        cfg={"data": {"entity": {"column": None, "from_filename": r"^(?P<entity>dev\d+)_"}}},
+        reason="file name 'sensor_a.csv' does not match data.entity.from_filename",
+    ),
+    Case(
+        "filename_entity",
+        rows(ok(0, dev="ignored")),
+        ("committed", 1, 1, 0, 0),
+        name="dev7_2024.csv",
+        cfg={"data": {"entity": {"column": None, "from_filename": r"^(?P<entity>dev\d+)_"}}},
+        check=lambda df: df["entity_id"].to_list() == ["dev7"] or pytest.fail("entity"),
+    ),
+    Case(
+        "parquet_truncated",
+        parquet_bytes(pq())[:-20],
+        ("rejected", 0, 0, 0, 0),
+        name="d.parquet",
+        reason="magic bytes",
+    ),
+    Case(
+        "parquet_zero_rows",
+        pq().head(0),
+        ("rejected", 0, 0, 0, 0),
+        name="d.parquet",
+        reason="Parquet file has no rows",
+    ),
+    Case(
+        "parquet_bool_channel",
+        pq(ch_a=[True, False]),
+        ("rejected", 0, 0, 0, 0),
+        name="d.parquet",
+        reason="column 'ch_a' has type Boolean, expected a number",
+    ),
+    Case(
+        "parquet_struct_channel",
+        pq(ch_b=[{"x": 1}, {"x": 2}]),
+        ("rejected", 0, 0, 0, 0),
+        name="d.parquet",
+        reason="column 'ch_b' has type Struct",
+    ),
+    Case(
+        "parquet_string_channel",
+        pq(ch_a=["1.5", "abc"]),
+        ("committed", 2, 1, 1, 0),
+        name="d.parquet",
+        qreasons={2: "ch_a: cannot parse 'abc'"},
+        check=lambda df: df["ch_a"].to_list() == [1.5] or pytest.fail("ch_a"),
+    ),
+    Case(
+        "parquet_int_channel",
+        pq(ch_b=[3, 4]),
+        ("committed", 2, 2, 0, 0),
+        name="d.parquet",
+        check=lambda df: df.schema["ch_b"] == pl.Float32 or pytest.fail("dtype"),
+    ),
+    Case(
+        "parquet_datetime_naive",
+        pq(time=[datetime(2024, 1, 1), datetime(2024, 7, 1)]),
+        ("committed", 2, 2, 0, 0),
+        name="d.parquet",
+        cfg=NY,
+        check=timestamps(utc(2024, 1, 1, 5), utc(2024, 7, 1, 4)),
+    ),
+    Case(
+        "parquet_int_time_as_iso",
+        pq(time=[1, 2]),
+        ("rejected", 0, 0, 0, 0),
+        name="d.parquet",
+        reason="timestamp column 'time' has type Int64; data.timestamp.format=iso wants text",
+    ),
+    Case(
+        "parquet_nan_inf",
+        pq(
+            **{k: v + [v[0]] for k, v in PQ_BASE.items()}
+            | {
+                "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"],
+                "ch_b": [float("nan"), float("inf"), 5.0],
+            }
+        ),
+        ("committed", 3, 1, 2, 0),
+        name="d.parquet",
+        qreasons={
+            1: "=ch_b: NaN or infinite value (value NaN)",
+            2: "=ch_b: NaN or infinite value (value inf)",
+        },
+    ),
+    Case(
+        "parquet_empty_entity",
+        pq(
+            **{k: v + [v[0]] for k, v in PQ_BASE.items()}
+            | {
+                "device": ["", None, "d1"],
+                "time": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", "2024-01-01T00:00:02Z"],
+            }
+        ),
+        ("committed", 3, 1, 2, 0),
+        name="d.parquet",
+        qreasons={
+            1: "=entity_id: empty entity id (value )",
+            2: "=entity_id: missing value (value null)",
+        },
+    ),
 ]
 
 
@@ -432,8 +731,10 @@ def assert_raw_matches_source(case: Case, path: Path, q: pl.DataFrame) -> None:
             assert raw == {"line": rec}
             continue
         assert list(raw) == header
-        values = rec if isinstance(rec, dict) else dict(
-            zip(header, next(csv.reader([rec])), strict=True)
+        values = (
+            rec
+            if isinstance(rec, dict)
+            else dict(zip(header, next(csv.reader([rec])), strict=True))
         )
         for k in header:
             typed = isinstance(rec, dict)
@@ -465,7 +766,11 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     assert case.reason is None
     (rec,) = lake.records()
     assert (rec["rows_read"], rec["accepted"], rec["quarantined"], rec["duplicates"]) == (
-        rep.rows_read, rep.accepted, rep.quarantined, rep.duplicates)
+        rep.rows_read,
+        rep.accepted,
+        rep.quarantined,
+        rep.duplicates,
+    )
     assert rec["sha256"] == rep.sha256
     assert lake.rejections() == []
     # the quarantine holds exactly the quarantined rows, each with its reason
@@ -611,13 +916,24 @@ def test_folder_mixing_good_and_bad_files_commits_the_good_ones(tmp_path: Path) 
     assert "corrupt gzip" in reasons["c_corrupt.csv.gz"]
     assert "corrupt or unreadable Parquet" in reasons["d_truncated.parquet"]
     assert "wrong delimiter" in reasons["e_semicolon.csv"]
-    assert report.totals() == {"rows_read": 6, "accepted": 5, "quarantined": 1,
-                               "duplicates": 0, "committed": 3, "skipped": 0, "rejected": 4}
+    assert report.totals() == {
+        "rows_read": 6,
+        "accepted": 5,
+        "quarantined": 1,
+        "duplicates": 0,
+        "committed": 3,
+        "skipped": 0,
+        "rejected": 4,
+    }
     assert not report.clean
     lake = Lake(cfg.lake_uri)
     assert len(lake.records()) == 3
     assert sorted(r["name"] for r in lake.rejections()) == [
-        "b_empty.csv", "c_corrupt.csv.gz", "d_truncated.parquet", "e_semicolon.csv"]
+        "b_empty.csv",
+        "c_corrupt.csv.gz",
+        "d_truncated.parquet",
+        "e_semicolon.csv",
+    ]
     df = lake_frame(cfg)
     assert df.height == 5 and sorted(set(df["entity_id"])) == ["d1", "d2", "d3"]
     assert not os.listdir(tmp_path / "lake" / "_tmp")

@@ -128,27 +128,46 @@ def test_summary_and_quarantine_of_a_lake(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     Lake(cfg.lake_uri).ensure()
     assert scan_quarantine(cfg.lake_uri) is None
-    good = write_source(tmp_path / "g.csv", HEADER + "a,2024-01-01T00:00:00Z,1,2,0\n"
-                        "b,2024-01-01T00:00:00Z,nan,2,0\n")
+    good = write_source(
+        tmp_path / "g.csv",
+        HEADER + "a,2024-01-01T00:00:00Z,1,2,0\nb,2024-01-01T00:00:00Z,nan,2,0\n",
+    )
     empty = write_source(tmp_path / "e.csv", b"")
     ingest(cfg, [str(good), str(empty)])
     assert lake_summary(cfg.lake_uri) == {
-        "lake": cfg.lake_uri, "sources": 1, "rows": 1, "quarantined": 1, "entities": 1,
-        "data_files": 1, "rejected_sources": 1,
+        "lake": cfg.lake_uri,
+        "sources": 1,
+        "rows": 1,
+        "quarantined": 1,
+        "entities": 1,
+        "data_files": 1,
+        "rejected_sources": 1,
     }
     q = scan_quarantine(cfg.lake_uri).collect()
     assert q["source_row"].to_list() == [2] and q["source_file"].to_list() == [str(good)]
 
 
 def test_expand_sources_folders_globs_and_missing(tmp_path: Path) -> None:
-    for name in ("a.csv", "b.CSV.GZ", "sub/c.parquet", "sub/deeper/d.pq", "notes.txt",
-                 ".hidden.csv", "sub/x.json"):
+    for name in (
+        "a.csv",
+        "b.CSV.GZ",
+        "sub/c.parquet",
+        "sub/deeper/d.pq",
+        "notes.txt",
+        ".hidden.csv",
+        "sub/x.json",
+    ):
         write_source(tmp_path / name, b"x", raw=True)
     got = expand_sources([str(tmp_path)])
     assert [Path(p).relative_to(tmp_path).as_posix() for p in got] == [
-        "a.csv", "b.CSV.GZ", "sub/c.parquet", "sub/deeper/d.pq"]
+        "a.csv",
+        "b.CSV.GZ",
+        "sub/c.parquet",
+        "sub/deeper/d.pq",
+    ]
     assert expand_sources([str(tmp_path / "*.csv"), str(tmp_path / "a.csv")]) == [
-        str(tmp_path / "a.csv")]
+        str(tmp_path / "a.csv")
+    ]
     with pytest.raises(FileNotFoundError, match="nope"):
         expand_sources([str(tmp_path / "nope.csv")])
     with pytest.raises(FileNotFoundError):

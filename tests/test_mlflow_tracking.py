@@ -49,8 +49,7 @@ def test_training_run_records_everything(trained_v1, mlflow_server):
     # per-epoch curves with their steps, and the final test metrics
     hist = client.get_metric_history(trained_v1.run_id, "train_loss")
     assert sorted(h.step for h in hist) == [0, 1]
-    assert [h.step for h in client.get_metric_history(trained_v1.run_id, "val_macro_f1")] \
-        == [0, 1]
+    assert [h.step for h in client.get_metric_history(trained_v1.run_id, "val_macro_f1")] == [0, 1]
     assert m["test_accuracy"] == pytest.approx(trained_v1.metrics["test"]["accuracy"])
     # tags: device, versions, git commit
     assert tags["device"] in ("cpu", "cuda") and tags["versions.torch"]
@@ -58,15 +57,24 @@ def test_training_run_records_everything(trained_v1, mlflow_server):
     assert tags["task"] == "classification"
     # artifacts: config, plots, preprocessing, lineage, metrics
     arts = _artifacts(client, trained_v1.run_id)
-    for a in ("config/config.yaml", "preprocessing/normalizer.json",
-              "preprocessing/label_map.json", "preprocessing/window.json",
-              "lineage/lake_files.json", "metrics.json", "plots/curves.png",
-              "plots/confusion_test.png"):
+    for a in (
+        "config/config.yaml",
+        "preprocessing/normalizer.json",
+        "preprocessing/label_map.json",
+        "preprocessing/window.json",
+        "lineage/lake_files.json",
+        "metrics.json",
+        "plots/curves.png",
+        "plots/confusion_test.png",
+    ):
         assert a in arts, (a, sorted(arts))
     cfg_yaml = client.download_artifacts(trained_v1.run_id, "config/config.yaml")
     assert "hapt-tiny" in Path(cfg_yaml).read_text()
-    norm = json.loads(Path(client.download_artifacts(
-        trained_v1.run_id, "preprocessing/normalizer.json")).read_text())
+    norm = json.loads(
+        Path(
+            client.download_artifacts(trained_v1.run_id, "preprocessing/normalizer.json")
+        ).read_text()
+    )
     assert len(norm["center"]) == 6 and norm["channels"][0] == "acc_x"
     # dataset lineage: the lake files and their content fingerprint
     lin = lake_lineage(trained_v1.cfg.lake_uri)
@@ -87,8 +95,9 @@ def _test_readings(cfg) -> pl.DataFrame:
     return scan_readings(cfg.lake_uri).filter(pl.col("split") == "test").collect()
 
 
-def test_pyfunc_takes_raw_readings_and_reproduces_test_accuracy(trained_v1, mlflow_server,
-                                                                monkeypatch):
+def test_pyfunc_takes_raw_readings_and_reproduces_test_accuracy(
+    trained_v1, mlflow_server, monkeypatch
+):
     import mlflow.pyfunc
 
     from cnnlstm.mlflow_tracker import use_tracking
@@ -120,30 +129,67 @@ def test_mlflow_models_predict_and_serve_rest(trained_v1, mlflow_server, tmp_pat
 
     # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_server.uri, "PATH": path,
-                        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
-                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": mlflow_server.uri,
+        "PATH": path,
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     raw = _test_readings(trained_v1.cfg).head(64 * 3)
-    pdf = raw.select("entity_id", "timestamp", *trained_v1.cfg.data.channel_names) \
-        .with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S.%6f")).to_pandas()
+    pdf = (
+        raw.select("entity_id", "timestamp", *trained_v1.cfg.data.channel_names)
+        .with_columns(pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S.%6f"))
+        .to_pandas()
+    )
     payload = {"dataframe_split": json.loads(pdf.to_json(orient="split", index=False))}
     inp = tmp_path / "input.json"
     inp.write_text(json.dumps(payload))
 
     res = subprocess.run(
-        [mlflow_bin(), "models", "predict", "-m", "models:/hapt-tiny@champion", "-i", str(inp),
-         "-t", "json", "-o", str(tmp_path / "out.json"), "--env-manager", "local"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            mlflow_bin(),
+            "models",
+            "predict",
+            "-m",
+            "models:/hapt-tiny@champion",
+            "-i",
+            str(inp),
+            "-t",
+            "json",
+            "-o",
+            str(tmp_path / "out.json"),
+            "--env-manager",
+            "local",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     preds = json.loads((tmp_path / "out.json").read_text())["predictions"]
     assert len(preds) == 3 and preds[0]["entity_id"] == "exp03_user02"
 
     port = free_port()
     proc = subprocess.Popen(
-        [mlflow_bin(), "models", "serve", "-m", "models:/hapt-tiny@champion", "-h", "127.0.0.1",
-         "-p", str(port), "--env-manager", "local"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
-        start_new_session=True)
+        [
+            mlflow_bin(),
+            "models",
+            "serve",
+            "-m",
+            "models:/hapt-tiny@champion",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
     try:
         try:
             wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=90)
@@ -154,9 +200,11 @@ def test_mlflow_models_predict_and_serve_rest(trained_v1, mlflow_server, tmp_pat
         rest = pd.DataFrame(r.json()["predictions"])
         assert rest["predicted"].tolist() == [p["predicted"] for p in preds]
         assert {"window_start", "window_end", "probability"} <= set(rest.columns)
-        bad = requests.post(f"http://127.0.0.1:{port}/invocations",
-                            json={"dataframe_split": {"columns": ["entity_id"], "data": [["x"]]}},
-                            timeout=60)
+        bad = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": {"columns": ["entity_id"], "data": [["x"]]}},
+            timeout=60,
+        )
         assert bad.status_code >= 400
     finally:
         if proc.poll() is None:
@@ -220,9 +268,14 @@ def test_sigterm_ends_run_killed(hapt_lake, mlflow_server, tmp_path):
     cfg = tiny_config(tmp_path, hapt_lake, mlflow_server.uri, train={"epochs": 500})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(path), str(tmp_path / "o")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=os.environ | {"MLFLOW_TRACKING_URI": ""})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(path), str(tmp_path / "o")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | {"MLFLOW_TRACKING_URI": ""},
+    )
     try:
         run_id = proc.stdout.readline().strip()
         assert run_id, proc.stderr.read()[-3000:]

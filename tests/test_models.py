@@ -31,12 +31,13 @@ SERIAL_VARIANTS = {
     "dilated_avgpool": tiny(conv={"dilation": [1, 2], "pool": "avg"}),
     "nopool_nonorm": tiny(conv={"pool": "none", "norm": "none"}, head={"hidden": 16}),
     "subseq": tiny(arch="subseq", n_subsequences=4),
-    "subseq_bigru_attention": tiny(arch="subseq", rnn={"cell": "gru", "bidirectional": True},
-                                   pooling="attention"),
+    "subseq_bigru_attention": tiny(
+        arch="subseq", rnn={"cell": "gru", "bidirectional": True}, pooling="attention"
+    ),
     "parallel_concat": tiny(arch="parallel", parallel={"rnn_downsample": 2}),
-    "parallel_attention": tiny(arch="parallel", parallel={"fusion": "attention",
-                                                          "cnn_inputs": [0, 1],
-                                                          "rnn_inputs": [2]}),
+    "parallel_attention": tiny(
+        arch="parallel", parallel={"fusion": "attention", "cnn_inputs": [0, 1], "rnn_inputs": [2]}
+    ),
 }
 
 
@@ -46,8 +47,9 @@ def test_forward_backward_shapes(name, head):
     torch.manual_seed(0)
     cfg = SERIAL_VARIANTS[name]
     B, C, L = 5, 3, 32
-    n_out, horizon = {"classification": (4, None), "regression": (1, None),
-                      "forecast": (2, 3)}[head]
+    n_out, horizon = {"classification": (4, None), "regression": (1, None), "forecast": (2, 3)}[
+        head
+    ]
     model = build_model(cfg, C, n_out, horizon)
     x = torch.randn(B, C, L)
     lengths = torch.tensor([32, 30, 17, 9, 32])
@@ -121,8 +123,14 @@ def test_constant_channel_gives_finite_output():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 3, 32)).astype(np.float32)
     x[:, 1] = 5.0  # a stuck sensor
-    w = Windows(x, np.full(8, 32), np.zeros(8, np.int64), np.array(["a"] * 8),
-                np.zeros(8, np.int64), np.zeros(8, np.int64))
+    w = Windows(
+        x,
+        np.full(8, 32),
+        np.zeros(8, np.int64),
+        np.array(["a"] * 8),
+        np.zeros(8, np.int64),
+        np.zeros(8, np.int64),
+    )
     norm = fit_normalizer(w, "standard")
     xn = torch.from_numpy(norm.apply(w.x, w.lengths))
     for cfg in SERIAL_VARIANTS.values():

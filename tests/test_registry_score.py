@@ -45,18 +45,28 @@ def v2(trained_v1, tmp_path_factory) -> Trained:
     """A second version (another seed, one epoch): registered as challenger; champion only if
     it beats v1 on test_accuracy."""
     d = tmp_path_factory.mktemp("v2")
-    cfg = tiny_config(d, trained_v1.cfg.lake_uri, trained_v1.cfg.tracking.uri,
-                      train={"epochs": 1, "seed": 7})
+    cfg = tiny_config(
+        d, trained_v1.cfg.lake_uri, trained_v1.cfg.tracking.uri, train={"epochs": 1, "seed": 7}
+    )
     return train_tracked(cfg, d / "run")
 
 
-def test_score_champion_matches_run_accuracy_and_is_idempotent(trained_v1, mlflow_server,
-                                                                tmp_path):
+def test_score_champion_matches_run_accuracy_and_is_idempotent(trained_v1, mlflow_server, tmp_path):
     client = MlflowClient(mlflow_server.uri)
     out = tmp_path / "pred"
     cfg_path = _write_cfg(trained_v1.cfg, tmp_path / "c.yaml")
-    r = _cli("score", "-c", cfg_path, "--model", "models:/hapt-tiny/1", "--out", str(out),
-             "--where", "split=test", "--json")
+    r = _cli(
+        "score",
+        "-c",
+        cfg_path,
+        "--model",
+        "models:/hapt-tiny/1",
+        "--out",
+        str(out),
+        "--where",
+        "split=test",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["model_name"] == "hapt-tiny" and rep["model_version"] == "1"
@@ -123,12 +133,13 @@ def test_new_version_writes_its_own_set(trained_v1, v2, mlflow_server, tmp_path)
     cfg = trained_v1.cfg
     r1 = score(cfg, "models:/hapt-tiny/1", str(out), where={"split": "test"})
     r2 = score(cfg, None, str(out), where={"split": "test"})  # default: @champion (= v2)
-    assert r2.model_version == v2.registration["version"] and r2.requested_uri.endswith(
-        "@champion")
+    assert r2.model_version == v2.registration["version"] and r2.requested_uri.endswith("@champion")
     assert r1.rows_written == r2.rows_written > 0
     both = read_predictions(str(out))
-    assert both.group_by("model_version").len().sort("model_version")["len"].to_list() == \
-        [r1.rows_written, r2.rows_written]
+    assert both.group_by("model_version").len().sort("model_version")["len"].to_list() == [
+        r1.rows_written,
+        r2.rows_written,
+    ]
     acc2 = both.filter(pl.col("model_version") == r2.model_version)
     acc2 = (acc2["predicted"] == acc2["label"]).mean()
     assert acc2 == pytest.approx(v2.metrics["test"]["accuracy"], abs=1e-12)

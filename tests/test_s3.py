@@ -41,8 +41,8 @@ def s3_endpoint(monkeypatch):
 
 
 def _keys(prefix: str) -> list[str]:
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(
-        Bucket="fleet", Prefix=prefix
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket="fleet", Prefix=prefix)
     )
     return [o["Key"] for p in pages for o in p.get("Contents", [])]
 
@@ -55,8 +55,10 @@ def test_ingest_train_score_on_s3(s3_endpoint, tmp_path: Path) -> None:
 
     raw = hapt_config_dict(tmp_path / "unused", f"sqlite:///{tmp_path / 'mlflow.db'}")
     raw["lake"] = {"uri": "s3://fleet/lake"}
-    raw["tracking"] |= {"artifact_location": "s3://fleet/mlartifacts",
-                        "registered_model": "hapt-s3"}
+    raw["tracking"] |= {
+        "artifact_location": "s3://fleet/mlartifacts",
+        "registered_model": "hapt-s3",
+    }
     raw["score"] = {"output": "s3://fleet/predictions"}
     cfg = config_from_dict(raw, base_dir=tmp_path)
 

@@ -30,8 +30,19 @@ FREQS = {1: 0.04, 2: 0.12, 3: 0.25}  # cycles per sample, one per class
 
 
 def tiny_train(**kw) -> TrainConfig:
-    return TrainConfig(**({"epochs": 4, "batch_size": 16, "lr": 5e-3, "progress": False,
-                           "plots": False, "patience": None} | kw))
+    return TrainConfig(
+        **(
+            {
+                "epochs": 4,
+                "batch_size": 16,
+                "lr": 5e-3,
+                "progress": False,
+                "plots": False,
+                "patience": None,
+            }
+            | kw
+        )
+    )
 
 
 def sine_readings(n_ent: int = 6, seg: int = 64, n_seg: int = 16, seed: int = 0):
@@ -53,8 +64,18 @@ def sine_readings(n_ent: int = 6, seg: int = 64, n_seg: int = 16, seed: int = 0)
 
 
 def class_window_cfg(**kw) -> WindowConfig:
-    return WindowConfig(**({"size": 32, "stride": 16, "label": "majority", "min_purity": 0.9,
-                            "split": {"method": "column", "val_fraction": 0.25}} | kw))
+    return WindowConfig(
+        **(
+            {
+                "size": 32,
+                "stride": 16,
+                "label": "majority",
+                "min_purity": 0.9,
+                "split": {"method": "column", "val_fraction": 0.25},
+            }
+            | kw
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +104,14 @@ def test_resume_after_interruption_is_bitwise_identical(class_prep, tmp_path):
 
     seed_everything(0, True)
     with pytest.raises(KeyboardInterrupt):
-        train_windows(class_prep, mcfg, tcfg, ckpt_path=tmp_path / "b.ckpt",
-                      interrupt_after_epoch=1)
+        train_windows(
+            class_prep, mcfg, tcfg, ckpt_path=tmp_path / "b.ckpt", interrupt_after_epoch=1
+        )
     assert load_state(tmp_path / "b.ckpt")["epoch"] == 1
     torch.manual_seed(12345)  # a fresh process would have another RNG state: resume restores it
     seed_everything(0, True)
     torch.rand(7)
-    resumed, res = train_windows(class_prep, mcfg, tcfg, ckpt_path=tmp_path / "b.ckpt",
-                                 resume=True)
+    resumed, res = train_windows(class_prep, mcfg, tcfg, ckpt_path=tmp_path / "b.ckpt", resume=True)
     assert _state_equal(ref.state_dict(), resumed.state_dict())
     assert res.history == ref_res.history
     a, b = load_state(tmp_path / "a.ckpt"), load_state(tmp_path / "b.ckpt")
@@ -114,8 +135,9 @@ _KILL_CHILD = textwrap.dedent("""
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
     path = tmp_path / "ckpt" / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(path)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         assert proc.stdout.readline().strip() == "writing"
         temps = list(path.parent.glob(".last.ckpt.*.tmp"))
@@ -189,15 +211,21 @@ def test_forecast_beats_persistence():
     for i in range(4):
         t = np.arange(1200)
         sigs[f"e{i}"] = np.sin(2 * np.pi * t / 16 + rng.uniform(0, 6)) + 0.05 * rng.normal(
-            size=len(t))
+            size=len(t)
+        )
     df = make_readings(sigs)
-    wcfg = WindowConfig(size=32, stride=4, label="forecast", horizon=4,
-                        split={"method": "time", "val_fraction": 0.15, "test_fraction": 0.2,
-                               "purge_s": 32})
+    wcfg = WindowConfig(
+        size=32,
+        stride=4,
+        label="forecast",
+        horizon=4,
+        split={"method": "time", "val_fraction": 0.15, "test_fraction": 0.2, "purge_s": 32},
+    )
     prep = prepare_data(df, ["c0"], wcfg)
     seed_everything(0, True)
-    mcfg = ModelConfig.model_validate(TINY_MODEL | {"pooling": "attention",
-                                                    "head": {"dropout": 0.0}})
+    mcfg = ModelConfig.model_validate(
+        TINY_MODEL | {"pooling": "attention", "head": {"dropout": 0.0}}
+    )
     model, _ = train_windows(prep, mcfg, tiny_train(epochs=5, batch_size=32))
     from cnnlstm.train import evaluate_split
 
@@ -209,10 +237,14 @@ def test_forecast_beats_persistence():
 
 def _cfg_dict(tmp_path, **sections):
     raw = {
-        "data": {"name": "synth", "entity": {"column": "entity"},
-                 "timestamp": {"column": "t", "format": "epoch_ms"},
-                 "channels": [{"name": "c0"}, {"name": "c1"}],
-                 "label": {"column": "label"}, "columns": {"split": "string"}},
+        "data": {
+            "name": "synth",
+            "entity": {"column": "entity"},
+            "timestamp": {"column": "t", "format": "epoch_ms"},
+            "channels": [{"name": "c0"}, {"name": "c1"}],
+            "label": {"column": "label"},
+            "columns": {"split": "string"},
+        },
         "window": class_window_cfg().model_dump(mode="json"),
         "model": TINY_MODEL,
         "train": {"epochs": 2, "batch_size": 16, "progress": False, "embedding_points": 60},
@@ -272,8 +304,18 @@ def test_cli_train_command_json_and_config_error(tmp_path, monkeypatch):
     app = typer.Typer()
     app.command()(train_command)
     runner = CliRunner()
-    r = runner.invoke(app, ["--config", str(cfg_path), "--out", str(tmp_path / "o"), "--json",
-                            "--set", "train.epochs=1"])
+    r = runner.invoke(
+        app,
+        [
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+            "--set",
+            "train.epochs=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
     assert m["epochs_run"] == 1 and "accuracy" in m["test"]
@@ -286,21 +328,26 @@ def test_rotation_augmentation_is_a_rotation_in_raw_units():
     from cnnlstm.windows import Normalizer
 
     r = _rotations(8, 20.0, "cpu")
-    torch.testing.assert_close(r @ r.transpose(1, 2), torch.eye(3).expand(8, 3, 3),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        r @ r.transpose(1, 2), torch.eye(3).expand(8, 3, 3), atol=1e-6, rtol=0
+    )
     angle = torch.rad2deg(torch.arccos(((r.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1, 1)))
     assert (angle <= 20.0 + 1e-3).all()
     norm = Normalizer(np.array([0.5, -1, 2, 0], np.float32), np.array([2, 1, 3, 1], np.float32))
     raw = torch.randn(4, 4, 10)
     x = (raw - torch.from_numpy(norm.center)[None, :, None]) / torch.from_numpy(norm.scale)[
-        None, :, None]
+        None, :, None
+    ]
     cfg = tiny_train(augment={"rotate_deg": 20, "rotate_groups": [[0, 1, 2]]})
     out = _augment(x, None, cfg, norm)
-    back = out * torch.from_numpy(norm.scale)[None, :, None] + torch.from_numpy(norm.center)[
-        None, :, None]
+    back = (
+        out * torch.from_numpy(norm.scale)[None, :, None]
+        + torch.from_numpy(norm.center)[None, :, None]
+    )
     # the norm of the 3-axis vector is preserved at every instant; channel 3 is untouched
-    torch.testing.assert_close(back[:, :3].norm(dim=1), raw[:, :3].norm(dim=1), atol=1e-4,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        back[:, :3].norm(dim=1), raw[:, :3].norm(dim=1), atol=1e-4, rtol=1e-4
+    )
     torch.testing.assert_close(out[:, 3], x[:, 3])
     with pytest.raises(ValueError, match="rotate_groups"):
         tiny_train(augment={"rotate_deg": 5})
@@ -318,20 +365,30 @@ def test_regression_end_to_end_with_padding(tmp_path):
     import polars as pl
 
     df = pl.concat(frames)
-    wcfg = WindowConfig(size=16, stride=8, short="pad", min_length=4, label="regression_end",
-                        target_column="target",
-                        split={"method": "entity", "val_fraction": 0.25, "test_fraction": 0.25})
+    wcfg = WindowConfig(
+        size=16,
+        stride=8,
+        short="pad",
+        min_length=4,
+        label="regression_end",
+        target_column="target",
+        split={"method": "entity", "val_fraction": 0.25, "test_fraction": 0.25},
+    )
     prep = prepare_data(df, ["c0"], wcfg)
     assert (prep.parts["train"].lengths <= 16).all()
     seed_everything(0, True)
-    model, res = train_windows(prep, ModelConfig.model_validate(TINY_MODEL | {"pooling": "mean"}),
-                               tiny_train(epochs=3))
+    model, res = train_windows(
+        prep, ModelConfig.model_validate(TINY_MODEL | {"pooling": "mean"}), tiny_train(epochs=3)
+    )
     assert res.monitor == "val_loss" and np.isfinite(res.best_score)
 
 
 def test_no_validation_split_trains_fixed_epochs():
-    prep = prepare_data(sine_readings(n_seg=6), ["c0", "c1"],
-                        class_window_cfg(split={"method": "column", "val_fraction": 0.0}))
+    prep = prepare_data(
+        sine_readings(n_seg=6),
+        ["c0", "c1"],
+        class_window_cfg(split={"method": "column", "val_fraction": 0.0}),
+    )
     assert len(prep.parts["val"]) == 0
     seed_everything(0, True)
     _, res = train_windows(prep, ModelConfig.model_validate(TINY_MODEL), tiny_train(epochs=2))
@@ -346,8 +403,9 @@ def test_derived_channels_train_and_reproduce_at_inference(tmp_path):
     from cnnlstm.pyfunc import CnnLstmModel
     from cnnlstm.train import evaluate_split, train_from_config
 
-    wc = class_window_cfg(derived=["gravity", "body"], derived_from=["c0"],
-                          gravity_cutoff_hz=0.02).model_dump(mode="json")
+    wc = class_window_cfg(
+        derived=["gravity", "body"], derived_from=["c0"], gravity_cutoff_hz=0.02
+    ).model_dump(mode="json")
     cfg = config_from_dict(_cfg_dict(tmp_path, window=wc), base_dir=tmp_path)
     cfg.train.plots = False
     out = tmp_path / "run"
@@ -366,10 +424,15 @@ def test_derived_channels_train_and_reproduce_at_inference(tmp_path):
     test_ents = {e for e in prep.parts["test"].entity.tolist()}
     raw = readings.filter(readings["entity_id"].is_in(sorted(test_ents)))
     w, _ = pf.windows(raw)
-    key = {(e, s): i for i, (e, s) in enumerate(zip(w.entity.tolist(), w.start.tolist(),
-                                                             strict=True))}
-    rows = [key[(e, s)] for e, s in zip(prep.parts["test"].entity.tolist(),
-                                        prep.parts["test"].start.tolist(), strict=True)]
+    key = {
+        (e, s): i for i, (e, s) in enumerate(zip(w.entity.tolist(), w.start.tolist(), strict=True))
+    }
+    rows = [
+        key[(e, s)]
+        for e, s in zip(
+            prep.parts["test"].entity.tolist(), prep.parts["test"].start.tolist(), strict=True
+        )
+    ]
     np.testing.assert_array_equal(w.x[rows], prep.parts["test"].x)  # same derived channels
     frame = pf.predict_frame(raw)
     classes = np.array(meta["classes"])
@@ -389,8 +452,11 @@ def test_refit_full_trains_on_train_and_val_for_fixed_epochs(tmp_path):
     prep = prepare_data(readings, ["c0", "c1"], cfg.window, refit=True)
     full = prep.train_full
     assert m["refit_full"] and m["refit"]["epochs"] == 2
-    assert m["n_windows"]["train_full"] == len(full) == len(prep.parts["train"]) + len(
-        prep.parts["val"])  # no train_stride here: train + val windows exactly
+    assert (
+        m["n_windows"]["train_full"]
+        == len(full)
+        == len(prep.parts["train"]) + len(prep.parts["val"])
+    )  # no train_stride here: train + val windows exactly
     assert not set(full.entity.tolist()) & set(prep.parts["test"].entity.tolist())
     assert "val" in m and "test" in m
     _, meta = load_model(tmp_path / "run" / "model.safetensors")

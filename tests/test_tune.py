@@ -28,8 +28,7 @@ SPACE = {
 
 
 def test_tune_parent_children_and_trainable_best_config(hapt_lake, mlflow_server, tmp_path):
-    cfg = tiny_config(tmp_path, hapt_lake, mlflow_server.uri,
-                      tracking={"experiment": "tune-test"})
+    cfg = tiny_config(tmp_path, hapt_lake, mlflow_server.uri, tracking={"experiment": "tune-test"})
     s = tune(cfg, n_trials=3, out_dir=tmp_path / "tune", space=SPACE)
     assert s["n_trials"] == 3 and s["states"].get("COMPLETE", 0) >= 1
     assert 0.0 <= s["best_value"] <= 1.0 and s["metric"] == "val_macro_f1"
@@ -56,8 +55,19 @@ def test_tune_parent_children_and_trainable_best_config(hapt_lake, mlflow_server
     assert best.model.rnn.cell == s["best_params"]["model.rnn.cell"]
     assert best.lake_uri == str(hapt_lake)
     assert best.window.stride in (64, 32)
-    r = CliRunner().invoke(app, ["train", "--config", s["best_config"], "--out",
-                                 str(tmp_path / "best"), "--set", "train.epochs=1", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            s["best_config"],
+            "--out",
+            str(tmp_path / "best"),
+            "--set",
+            "train.epochs=1",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["task"] == "classification"
 

@@ -51,8 +51,9 @@ def test_gap_splits_stream_and_no_window_spans_it():
 
 
 def test_short_piece_padded_with_length_or_dropped():
-    df = make_readings({"a": np.arange(6.0), "b": np.array([7.0, 8.0])},
-                       labels={"a": [1] * 6, "b": [2, 2]})
+    df = make_readings(
+        {"a": np.arange(6.0), "b": np.array([7.0, 8.0])}, labels={"a": [1] * 6, "b": [2, 2]}
+    )
     w = build_windows(df, ["c0"], wcfg(size=4, stride=2, short="pad")).windows
     b = w.entity == "b"
     assert b.sum() == 1
@@ -79,8 +80,10 @@ def test_label_strategies():
     np.testing.assert_array_equal(ap.windows.y, [1, 0])
     assert ap.class_names == ["normal", "anomaly"]
 
-    two = make_readings({"a": np.arange(8.0), "b": np.arange(8.0)},
-                        labels={"a": [3, 3, 3, 3, 3, 4, 4, 4], "b": [4] * 8})
+    two = make_readings(
+        {"a": np.arange(8.0), "b": np.arange(8.0)},
+        labels={"a": [3, 3, 3, 3, 3, 4, 4, 4], "b": [4] * 8},
+    )
     ent = build_windows(two, ["c0"], wcfg(stride=4, label="entity"))
     np.testing.assert_array_equal(ent.windows.y, [0, 0, 1, 1])  # a -> 3 (class 0), b -> 4
 
@@ -114,8 +117,7 @@ def test_regression_target_at_window_end():
 def test_forecast_targets_are_next_h_values():
     sig = np.arange(10.0)
     df = make_readings({"a": np.stack([sig, -sig], 1)})
-    ws = build_windows(df, ["c0", "c1"], wcfg(label="forecast", horizon=2,
-                                              target_channels=["c1"]))
+    ws = build_windows(df, ["c0", "c1"], wcfg(label="forecast", horizon=2, target_channels=["c1"]))
     w = ws.windows
     # windows need 4 + 2 rows: starts 0 and 3
     np.testing.assert_array_equal(w.x[:, 0, 0], [0, 3])
@@ -126,10 +128,12 @@ def test_forecast_targets_are_next_h_values():
 
 def test_resampling_to_fixed_rate_is_linear():
     ms = np.array([0, 1000, 3000, 4000])
-    df = make_readings({"a": np.array([0.0, 10.0, 30.0, 40.0])}, labels={"a": [1, 1, 2, 2]},
-                       timestamps={"a": ms})
-    w = build_windows(df, ["c0"], wcfg(size=5, stride=5, sample_rate_hz=2.0,
-                                       gap_tolerance_s=5.0)).windows
+    df = make_readings(
+        {"a": np.array([0.0, 10.0, 30.0, 40.0])}, labels={"a": [1, 1, 2, 2]}, timestamps={"a": ms}
+    )
+    w = build_windows(
+        df, ["c0"], wcfg(size=5, stride=5, sample_rate_hz=2.0, gap_tolerance_s=5.0)
+    ).windows
     assert len(w) == 1  # 9 samples on the 0.5 s grid -> one window of 5
     np.testing.assert_allclose(w.x[0, 0], [0, 5, 10, 15, 20])
     np.testing.assert_array_equal(w.y, [0])
@@ -144,8 +148,10 @@ def _multi_entity(n_ent=6, T=40, **extra):
 def test_entity_split_disjoint_and_covers():
     df = _multi_entity(10)
     ws = build_windows(df, ["c0"], wcfg(size=5, stride=5))
-    parts = split_windows(ws, plan_split(ws, SplitConfig(method="entity", val_fraction=0.2,
-                                                         test_fraction=0.2, seed=3)))
+    parts = split_windows(
+        ws,
+        plan_split(ws, SplitConfig(method="entity", val_fraction=0.2, test_fraction=0.2, seed=3)),
+    )
     ents = [set(parts[p].entity.tolist()) for p in ("train", "val", "test")]
     assert not (ents[0] & ents[1]) and not (ents[0] & ents[2]) and not (ents[1] & ents[2])
     assert sum(len(parts[p]) for p in parts) == len(ws.windows)
@@ -159,8 +165,10 @@ def test_column_split_with_grouped_validation():
     cfg = SplitConfig(method="column", val_fraction=0.34, val_group_column="user")
     parts = split_windows(ws, plan_split(ws, cfg))
     assert set(parts["test"].entity.tolist()) == {"e0", "e1"}
-    users = {p: {ws.entity_meta[e]["user"] for e in set(parts[p].entity.tolist())}
-             for p in ("train", "val")}
+    users = {
+        p: {ws.entity_meta[e]["user"] for e in set(parts[p].entity.tolist())}
+        for p in ("train", "val")
+    }
     assert users["val"] and not (users["train"] & users["val"])
 
 
@@ -197,15 +205,19 @@ def test_window_count_and_content(n, size, stride):
     expected = (n - size) // stride + 1 if n >= size else 0
     assert len(w) == expected
     for i in range(len(w)):
-        np.testing.assert_array_equal(w.x[i, 0], sig[i * stride:i * stride + size])
+        np.testing.assert_array_equal(w.x[i, 0], sig[i * stride : i * stride + size])
 
 
 def _wins(x: np.ndarray, lengths=None) -> Windows:
     n = len(x)
-    return Windows(x.astype(np.float32), np.asarray(lengths if lengths is not None
-                                                     else [x.shape[-1]] * n),
-                   np.zeros(n, np.int64), np.array(["a"] * n), np.zeros(n, np.int64),
-                   np.zeros(n, np.int64))
+    return Windows(
+        x.astype(np.float32),
+        np.asarray(lengths if lengths is not None else [x.shape[-1]] * n),
+        np.zeros(n, np.int64),
+        np.array(["a"] * n),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.int64),
+    )
 
 
 def test_normaliser_fitted_on_training_split_only():
@@ -255,8 +267,12 @@ def test_batches_cover_each_window_once_and_repeat_per_epoch():
 def test_reads_hapt_shaped_frame_with_metadata_columns():
     ext = {"e0": {"split": "train", "activity": "X"}}
     df = make_readings({"e0": np.arange(10.0)}, labels={"e0": [1] * 10}, extra=ext)
-    ws = build_windows(df.lazy(), ["c0"], wcfg(label="majority", label_names_column="activity"),
-                       entity_columns=["split"])
+    ws = build_windows(
+        df.lazy(),
+        ["c0"],
+        wcfg(label="majority", label_names_column="activity"),
+        entity_columns=["split"],
+    )
     assert ws.class_names == ["X"] and ws.entity_meta == {"e0": {"split": "train"}}
     with pytest.raises(ValueError, match="readings lack columns"):
         build_windows(df, ["nope"], wcfg())
@@ -267,8 +283,12 @@ def test_reads_hapt_shaped_frame_with_metadata_columns():
 
 
 def _gravity_readings(sigs: dict[str, np.ndarray], step_ms: int = 20):
-    return make_readings(sigs, labels={e: [1] * len(s) for e, s in sigs.items()},
-                         step_ms=step_ms, channels=("ax", "ay", "az", "g"))
+    return make_readings(
+        sigs,
+        labels={e: [1] * len(s) for e, s in sigs.items()},
+        step_ms=step_ms,
+        channels=("ax", "ay", "az", "g"),
+    )
 
 
 def test_gravity_filter_known_output_on_hand_made_signal():
@@ -277,12 +297,23 @@ def test_gravity_filter_known_output_on_hand_made_signal():
     gravity + body equals the raw signal; names and order follow window.derived."""
     t = np.arange(1000) / 50.0
     vib = 0.5 * np.sin(2 * np.pi * 5.0 * t)
-    sig = np.stack([0.2 + vib, np.full_like(t, -0.9), np.full_like(t, 0.4),
-                    np.cos(2 * np.pi * 2 * t)], 1)
+    sig = np.stack(
+        [0.2 + vib, np.full_like(t, -0.9), np.full_like(t, 0.4), np.cos(2 * np.pi * 2 * t)], 1
+    )
     cfg = wcfg(size=1000, stride=1000, derived=["gravity", "body"])
     ws = build_windows(_gravity_readings({"a": sig}), ["ax", "ay", "az", "g"], cfg)
-    assert ws.channels == ["ax", "ay", "az", "g", "ax_gravity", "ay_gravity", "az_gravity",
-                           "ax_body", "ay_body", "az_body"]
+    assert ws.channels == [
+        "ax",
+        "ay",
+        "az",
+        "g",
+        "ax_gravity",
+        "ay_gravity",
+        "az_gravity",
+        "ax_body",
+        "ay_body",
+        "az_body",
+    ]
     x = ws.windows.x[0].astype(np.float64)  # (10, 1000)
     np.testing.assert_allclose(x[:4], sig.T, atol=1e-6)  # raw channels untouched
     grav, body = x[4:7], x[7:10]
@@ -305,9 +336,12 @@ def test_gravity_is_filtered_per_piece_and_causal_option():
     b = np.tile([-1.0, 0.5, 0.0, 0.0], (300, 1))
     ms = np.r_[np.arange(150), np.arange(400, 550)] * 20  # a gap in b: two pieces
     b[150:, 0] = 3.0
-    df = make_readings({"a": a, "b": b}, labels={"a": [1] * 300, "b": [1] * 300},
-                       channels=("ax", "ay", "az", "g"),
-                       timestamps={"a": np.arange(300) * 20, "b": ms})
+    df = make_readings(
+        {"a": a, "b": b},
+        labels={"a": [1] * 300, "b": [1] * 300},
+        channels=("ax", "ay", "az", "g"),
+        timestamps={"a": np.arange(300) * 20, "b": ms},
+    )
     for zero_phase in (True, False):
         cfg = wcfg(size=50, stride=50, derived=["gravity"], gravity_zero_phase=zero_phase)
         w = build_windows(df, ["ax", "ay", "az", "g"], cfg).windows
@@ -319,10 +353,12 @@ def test_gravity_is_filtered_per_piece_and_causal_option():
 def test_derived_config_errors():
     df = _gravity_readings({"a": np.zeros((100, 4))})
     with pytest.raises(ValueError, match="derived_from"):
-        build_windows(df, ["ax", "ay", "az", "g"],
-                      wcfg(size=10, derived=["gravity"], derived_from=["nope"]))
+        build_windows(
+            df, ["ax", "ay", "az", "g"], wcfg(size=10, derived=["gravity"], derived_from=["nope"])
+        )
     with pytest.raises(ValueError, match="Nyquist"):
-        build_windows(df, ["ax", "ay", "az", "g"],
-                      wcfg(size=10, derived=["gravity"], gravity_cutoff_hz=30.0))
+        build_windows(
+            df, ["ax", "ay", "az", "g"], wcfg(size=10, derived=["gravity"], gravity_cutoff_hz=30.0)
+        )
     with pytest.raises(ValueError, match="at most once"):
         WindowConfig(derived=["gravity", "gravity"])

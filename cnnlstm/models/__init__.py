@@ -12,8 +12,13 @@ if TYPE_CHECKING:
 __all__ = ["ModelConfig", "build_model", "param_groups"]
 
 
-def build_model(cfg: ModelConfig, n_channels: int, n_outputs: int, horizon: int | None = None,
-                n_channels2: int | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig,
+    n_channels: int,
+    n_outputs: int,
+    horizon: int | None = None,
+    n_channels2: int | None = None,
+) -> nn.Module:
     """A model for `n_channels` inputs. Output (B, n_outputs), or (B, horizon, n_outputs) when
     horizon is given (multi-horizon forecasting)."""
     from cnnlstm.models.frame import FrameCNNRNN

@@ -35,8 +35,10 @@ class ConvConfig(_Strict):
         v = getattr(self, name)
         vals = [v] * len(self.channels) if isinstance(v, int) else list(v)
         if len(vals) != len(self.channels):
-            raise ValueError(f"model.conv.{name} needs one value per conv layer "
-                             f"({len(self.channels)}), got {len(vals)}")
+            raise ValueError(
+                f"model.conv.{name} needs one value per conv layer "
+                f"({len(self.channels)}), got {len(vals)}"
+            )
         return vals
 
     @model_validator(mode="after")

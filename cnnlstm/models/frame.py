@@ -22,8 +22,12 @@ class FrameCNNRNN(nn.Module):
         chans = [n_channels, *cfg.frame.channels]
         layers: list[nn.Module] = []
         for i in range(len(chans) - 1):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], k, padding=k // 2, bias=False),
-                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], k, padding=k // 2, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
         self.cnn = nn.Sequential(*layers)
         self.rnn = SeqEncoder(chans[-1], cfg.rnn, cfg.pooling)
         self.head = Head(self.rnn.out_dim, _numel(out_shape), cfg.head)

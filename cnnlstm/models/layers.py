@@ -30,11 +30,15 @@ class ConvBlock(nn.Module):
                 nn.Conv1d(c_in, c_out, 1, bias=cfg.norm == "none"),
             )
         else:
-            self.conv = nn.Conv1d(c_in, c_out, k, padding=pad, dilation=dilation,
-                                  bias=cfg.norm == "none")
+            self.conv = nn.Conv1d(
+                c_in, c_out, k, padding=pad, dilation=dilation, bias=cfg.norm == "none"
+            )
         self.norm_kind = cfg.norm
-        self.norm = {"batch": nn.BatchNorm1d(c_out), "layer": nn.LayerNorm(c_out),
-                     "none": nn.Identity()}[cfg.norm]
+        self.norm = {
+            "batch": nn.BatchNorm1d(c_out),
+            "layer": nn.LayerNorm(c_out),
+            "none": nn.Identity(),
+        }[cfg.norm]
         self.pool_size = cfg.pool_size if cfg.pool != "none" else 1
         self.pool = cfg.pool
         self.drop = nn.Dropout(cfg.dropout)
@@ -112,9 +116,14 @@ class SeqEncoder(nn.Module):
     def __init__(self, d_in: int, cfg: RNNConfig, pooling: str):
         super().__init__()
         cell = nn.LSTM if cfg.cell == "lstm" else nn.GRU
-        self.rnn = cell(d_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
-                        bidirectional=cfg.bidirectional,
-                        dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = cell(
+            d_in,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.dirs = 2 if cfg.bidirectional else 1
         self.out_dim = cfg.hidden_size * self.dirs
         self.pooling = pooling
@@ -124,15 +133,16 @@ class SeqEncoder(nn.Module):
         # seq: (B, T, F) -> (B, D)
         T = seq.shape[1]
         if lengths is not None:
-            packed = pack_padded_sequence(seq, lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False)
+            packed = pack_padded_sequence(
+                seq, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
             out, h = self.rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D)
         else:
             out, h = self.rnn(seq)  # out: (B, T, D)
         if self.pooling == "last":
             h_n = h[0] if isinstance(h, tuple) else h  # (layers * dirs, B, H)
-            return h_n[-self.dirs:].transpose(0, 1).reshape(seq.shape[0], -1)  # (B, D)
+            return h_n[-self.dirs :].transpose(0, 1).reshape(seq.shape[0], -1)  # (B, D)
         if self.pooling == "mean":
             return masked_mean(out, lengths, dim=1)
         return self.attn(out, lengths)

@@ -18,19 +18,27 @@ class ParallelCNNRNN(nn.Module):
     Fusion: concat -> (B, F + D); attention -> both projected to (B, 2, d), softmax-weighted sum
     (B, d). Then the head."""
 
-    def __init__(self, cfg: ModelConfig, n_channels: int, out_shape: tuple[int, ...],
-                 n_channels2: int | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_channels: int,
+        out_shape: tuple[int, ...],
+        n_channels2: int | None = None,
+    ):
         super().__init__()
         p = cfg.parallel
         self.out_shape = out_shape
         for name, idx in (("cnn_inputs", p.cnn_inputs), ("rnn_inputs", p.rnn_inputs)):
             if idx is not None and (not idx or max(idx) >= n_channels or min(idx) < 0):
-                raise ValueError(f"model.parallel.{name} {idx} out of range for "
-                                 f"{n_channels} channels")
-        self.register_buffer("cnn_idx", torch.tensor(p.cnn_inputs or range(n_channels)),
-                             persistent=False)
-        self.register_buffer("rnn_idx", torch.tensor(p.rnn_inputs or range(n_channels)),
-                             persistent=False)
+                raise ValueError(
+                    f"model.parallel.{name} {idx} out of range for {n_channels} channels"
+                )
+        self.register_buffer(
+            "cnn_idx", torch.tensor(p.cnn_inputs or range(n_channels)), persistent=False
+        )
+        self.register_buffer(
+            "rnn_idx", torch.tensor(p.rnn_inputs or range(n_channels)), persistent=False
+        )
         self.down = p.rnn_downsample
         c2 = n_channels2 if n_channels2 is not None else len(self.rnn_idx)
         self.cnn = ConvStack(len(self.cnn_idx), cfg.conv)
@@ -40,8 +48,11 @@ class ParallelCNNRNN(nn.Module):
         if p.fusion == "attention":
             self.proj_cnn = nn.Linear(d_cnn, p.fusion_dim)
             self.proj_rnn = nn.Linear(d_rnn, p.fusion_dim)
-            self.fuse_score = nn.Sequential(nn.Linear(p.fusion_dim, p.fusion_dim), nn.Tanh(),
-                                            nn.Linear(p.fusion_dim, 1, bias=False))
+            self.fuse_score = nn.Sequential(
+                nn.Linear(p.fusion_dim, p.fusion_dim),
+                nn.Tanh(),
+                nn.Linear(p.fusion_dim, 1, bias=False),
+            )
             d = p.fusion_dim
         else:
             d = d_cnn + d_rnn
@@ -51,8 +62,13 @@ class ParallelCNNRNN(nn.Module):
         f, ln = self.cnn(x.index_select(1, self.cnn_idx), lengths)
         return masked_mean(f, ln, dim=2)  # (B, F)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
-                x2: torch.Tensor | None = None, lengths2: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        x2: torch.Tensor | None = None,
+        lengths2: torch.Tensor | None = None,
+    ):
         a = self.features(x, lengths)  # (B, F)
         if x2 is None:
             x2, lengths2 = x.index_select(1, self.rnn_idx), lengths  # (B, C2, L)
