@@ -68,14 +68,9 @@ def train_command(
 def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict:
     if not track:
         return train_from_config(cfg, out, resume=resume)
-    from cnnlstm.mlflow_tracker import MlflowTracker
+    from cnnlstm.pipeline import train_and_track  # the one place that wires tracker + registry
 
-    tracker = MlflowTracker(cfg)
-    metrics = train_from_config(cfg, out, resume=resume, tracker=tracker)
-    metrics["mlflow_run_id"] = tracker.run_id
-    if tracker.registration:
-        metrics["registered_model"] = tracker.registration
-    return metrics
+    return train_and_track(cfg, out, resume=resume)
 
 
 def _summary(m: dict, out: Path) -> str:
