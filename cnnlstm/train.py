@@ -283,6 +283,16 @@ def fit(
     sign = 1.0 if monitor in ("val_macro_f1", "val_accuracy") else -1.0  # higher is better
 
     opt = make_optimizer(model, cfg)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True,
+        )
+        if cfg.ema_decay
+        else None
+    )
+    evaluated = ema.module if ema is not None else model  # what validation and `best` see
     steps_per_epoch = train.n_batches()
     sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     history: list[dict[str, float]] = []
@@ -297,6 +307,8 @@ def fit(
                 "use a new output folder or the same config"
             )
         model.load_state_dict(st["model"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         history = st["history"]
@@ -338,6 +350,8 @@ def fit(
                         )
                 opt.step()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 tot += loss.detach() * len(y)
                 n_seen += len(y)
                 progress.update(
@@ -357,14 +371,16 @@ def fit(
                 )
             row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
             if val is not None and len(val):
-                row |= _val_metrics(model, val, task, n_classes, weight, amp_dtype)
+                row |= _val_metrics(evaluated, val, task, n_classes, weight, amp_dtype)
             score = sign * row[monitor]
             if score > best["score"]:
                 best = {
                     "score": score,
                     "epoch": epoch,
                     "bad": 0,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    "state": {
+                        k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()
+                    },
                 }
             else:
                 best["bad"] += 1
@@ -381,6 +397,7 @@ def fit(
                         "epoch": epoch,
                         "stopped": stopped,
                         "model": model.state_dict(),
+                        **({"ema": ema.state_dict()} if ema is not None else {}),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
                         "history": history,
@@ -394,6 +411,8 @@ def fit(
 
     if cfg.restore_best and best["state"] is not None:
         model.load_state_dict(best["state"])
+    elif ema is not None:  # the final model is the average
+        model.load_state_dict(ema.module.state_dict())
     return FitResult(history, best["epoch"], sign * best["score"], monitor, stopped)
 
 
@@ -424,9 +443,10 @@ def _augment(
             center = torch.as_tensor(norm.center, device=x.device)
             scale = torch.as_tensor(norm.scale, device=x.device)
         raw = x * scale[None, :, None] + center[None, :, None]  # (B, C, L)
+        r = _rotations(x.shape[0], a.rotate_deg, x.device) if a.rotate_together else None
         for g in a.rotate_groups:  # a loop over sensor triples, not over samples
-            r = _rotations(x.shape[0], a.rotate_deg, x.device)  # (B, 3, 3)
-            raw[:, g] = r @ raw[:, g]
+            rg = r if r is not None else _rotations(x.shape[0], a.rotate_deg, x.device)
+            raw[:, g] = rg @ raw[:, g]  # (B, 3, 3) @ (B, 3, L)
         x = (raw - center[None, :, None]) / scale[None, :, None]
     if a.scale:
         x = x * (1 + a.scale * torch.randn(x.shape[0], x.shape[1], 1, device=x.device))

@@ -20,6 +20,11 @@ class AugmentConfig(BaseModel):
     rotate_groups: list[list[int]] = Field(
         default_factory=list, description="channel index triples rotated together (x, y, z axes)"
     )
+    rotate_together: bool = Field(
+        default=False,
+        description="one rotation per window for all groups (sensors on one rigid device); "
+        "false: an independent rotation per group",
+    )
 
     @model_validator(mode="after")
     def _groups(self) -> AugmentConfig:
@@ -44,6 +49,14 @@ class TrainConfig(BaseModel):
     warmup_frac: float = Field(default=0.2, ge=0, lt=1, description="onecycle warm-up share")
     grad_clip: float | None = Field(default=1.0, gt=0, description="max global grad norm")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    ema_decay: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (and BatchNorm "
+        "statistics) with this decay per step; validation, checkpoints' best weights and the "
+        "final model use the average (e.g. 0.999)",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     class_weights: Literal["none", "balanced"] | list[float] = "none"
 

@@ -38,6 +38,13 @@ class SplitConfig(_Strict):
     val_group_column: str | None = Field(
         default=None, description="carve validation by this entity-level column (e.g. user)"
     )
+    val_folds: int | None = Field(
+        default=None,
+        ge=2,
+        description="cross-validation: deal the (seeded, shuffled) training groups into this many "
+        "folds and validate on fold `val_fold` (replaces val_fraction)",
+    )
+    val_fold: int = Field(default=0, ge=0, description="which of the val_folds is validation")
     purge_s: float = Field(default=0.0, ge=0.0, description="gap kept around time cuts (seconds)")
     seed: int = 0
 
@@ -45,6 +52,10 @@ class SplitConfig(_Strict):
     def _fractions(self) -> SplitConfig:
         if self.method != "column" and self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("window.split: val_fraction + test_fraction must be < 1")
+        if self.val_folds is not None and self.val_fold >= self.val_folds:
+            raise ValueError(
+                f"window.split.val_fold={self.val_fold} must be < val_folds={self.val_folds}"
+            )
         return self
 
 

@@ -471,10 +471,17 @@ def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
     else:
         groups = sorted(rest)
     groups = list(rng.permutation(groups))
-    n_val = int(round(len(groups) * val_frac))
-    if val_frac > 0 and len(groups) > 1:
-        n_val = min(max(n_val, 1), len(groups) - 1)
-    val_groups = set(groups[:n_val])
+    if cfg.val_folds:  # cross-validation: fold k = every val_folds-th group of the shuffle
+        if len(groups) < cfg.val_folds:
+            raise ValueError(
+                f"window.split.val_folds={cfg.val_folds} but only {len(groups)} training groups"
+            )
+        val_groups = set(groups[cfg.val_fold :: cfg.val_folds])
+    else:
+        n_val = int(round(len(groups) * val_frac))
+        if val_frac > 0 and len(groups) > 1:
+            n_val = min(max(n_val, 1), len(groups) - 1)
+        val_groups = set(groups[:n_val])
     for e in rest:
         g = str(ws.entity_meta.get(e, {}).get(cfg.val_group_column)) if cfg.val_group_column else e
         part[e] = 1 if g in val_groups else 0

@@ -95,9 +95,12 @@ def _state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_interruption_is_bitwise_identical(class_prep, tmp_path):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_after_interruption_is_bitwise_identical(class_prep, tmp_path, ema_decay):
     mcfg = ModelConfig.model_validate(TINY_MODEL | {"head": {"dropout": 0.3}})
-    tcfg = tiny_train(epochs=4, patience=3, augment={"scale": 0.1, "jitter": 0.05})
+    tcfg = tiny_train(
+        epochs=4, patience=3, augment={"scale": 0.1, "jitter": 0.05}, ema_decay=ema_decay
+    )
 
     seed_everything(0, True)
     ref, ref_res = train_windows(class_prep, mcfg, tcfg, ckpt_path=tmp_path / "a.ckpt")
@@ -117,6 +120,52 @@ def test_resume_after_interruption_is_bitwise_identical(class_prep, tmp_path):
     a, b = load_state(tmp_path / "a.ckpt"), load_state(tmp_path / "b.ckpt")
     assert _state_equal(a["model"], b["model"])
     assert a["best"]["epoch"] == b["best"]["epoch"]
+    if ema_decay:
+        assert _state_equal(a["ema"], b["ema"])
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(class_prep):
+    """With train.ema_decay the final model is the step-wise EMA of the weights, not the last
+    iterate: replaying the same run and averaging by hand gives the same tensors."""
+    mcfg = ModelConfig.model_validate(TINY_MODEL)
+    decay = 0.8
+    tcfg = tiny_train(epochs=2, patience=None, restore_best=False, ema_decay=decay)
+    seed_everything(0, True)
+    ema_model, _ = train_windows(class_prep, mcfg, tcfg)
+
+    seed_everything(0, True)
+    plain, _ = train_windows(class_prep, mcfg, tcfg.model_copy(update={"ema_decay": None}))
+    # the averaged weights differ from the last iterate of the identical run ...
+    assert not _state_equal(ema_model.state_dict(), plain.state_dict())
+    # ... and equal a hand-rolled EMA over the optimizer steps of that run
+    seed_everything(0, True)
+    snaps = []
+    orig_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        out = orig_step(self, *a, **k)
+        snaps.append({n: p.detach().clone() for n, p in self._model_ref.named_parameters()})
+        return out
+
+    import cnnlstm.train as tr
+
+    orig_make = tr.make_optimizer
+
+    def make(model, cfg):
+        opt = orig_make(model, cfg)
+        opt._model_ref = model
+        return opt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", step)
+        mp.setattr(tr, "make_optimizer", make)
+        train_windows(class_prep, mcfg, tcfg.model_copy(update={"ema_decay": None}))
+    avg = dict(snaps[0])
+    for snap in snaps[1:]:
+        avg = {n: decay * avg[n] + (1 - decay) * snap[n] for n in avg}
+    got = dict(ema_model.named_parameters())
+    for n, v in avg.items():
+        torch.testing.assert_close(got[n].detach(), v, rtol=1e-5, atol=1e-6)
 
 
 _KILL_CHILD = textwrap.dedent("""
@@ -351,6 +400,32 @@ def test_rotation_augmentation_is_a_rotation_in_raw_units():
     torch.testing.assert_close(out[:, 3], x[:, 3])
     with pytest.raises(ValueError, match="rotate_groups"):
         tiny_train(augment={"rotate_deg": 5})
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_rotate_together_turns_all_sensor_triples_by_one_rotation(together):
+    """A phone is one rigid body: with rotate_together its accelerometer and gyroscope triples
+    are turned by the same rotation, so the angle between them is preserved at every instant."""
+    from cnnlstm.train import _augment
+
+    torch.manual_seed(0)
+    acc, gyro = torch.randn(16, 3, 10), torch.randn(16, 3, 10)
+    x = torch.cat([acc, gyro], 1)
+    cfg = tiny_train(
+        augment={
+            "rotate_deg": 90,
+            "rotate_groups": [[0, 1, 2], [3, 4, 5]],
+            "rotate_together": together,
+        }
+    )
+    out = _augment(x, None, cfg, None)
+    dot_before = (acc * gyro).sum(1)
+    dot_after = (out[:, :3] * out[:, 3:]).sum(1)
+    if together:
+        torch.testing.assert_close(dot_after, dot_before, atol=1e-4, rtol=1e-4)
+    else:
+        assert (dot_after - dot_before).abs().max() > 0.1
+    torch.testing.assert_close(out[:, 3:].norm(dim=1), gyro.norm(dim=1), atol=1e-4, rtol=1e-4)
 
 
 def test_regression_end_to_end_with_padding(tmp_path):

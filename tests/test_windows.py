@@ -172,6 +172,32 @@ def test_column_split_with_grouped_validation():
     assert users["val"] and not (users["train"] & users["val"])
 
 
+def test_cross_validation_folds_partition_the_training_groups():
+    # 10 entities, 2 per user: users 0 (test) and 1-4 (training); 3 folds over users 1-4
+    extra = {f"e{i}": {"split": "test" if i < 2 else "train", "user": i // 2} for i in range(10)}
+    df = _multi_entity(10, **extra)
+    ws = build_windows(df, ["c0"], wcfg(size=5, stride=5), entity_columns=["split", "user"])
+    val_users = []
+    for k in range(3):
+        cfg = SplitConfig(method="column", val_group_column="user", val_folds=3, val_fold=k)
+        parts = split_windows(ws, plan_split(ws, cfg))
+        assert set(parts["test"].entity.tolist()) == {"e0", "e1"}
+        users = {
+            p: {ws.entity_meta[e]["user"] for e in set(parts[p].entity.tolist())}
+            for p in ("train", "val")
+        }
+        assert users["val"] and not (users["train"] & users["val"])
+        assert users["train"] | users["val"] == {1, 2, 3, 4}
+        val_users.append(users["val"])
+    # every training user is validation in exactly one fold; fold sizes differ by at most one
+    assert sorted(u for s in val_users for u in s) == [1, 2, 3, 4]
+    assert sorted(len(s) for s in val_users) == [1, 1, 2]
+    with pytest.raises(ValueError, match="val_fold=3 must be < val_folds=3"):
+        SplitConfig(method="column", val_folds=3, val_fold=3)
+    with pytest.raises(ValueError, match="only 4 training groups"):
+        plan_split(ws, SplitConfig(method="column", val_group_column="user", val_folds=5))
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     lengths=st.lists(st.integers(8, 60), min_size=1, max_size=4),
