@@ -49,6 +49,16 @@ def _readings(parquet: Path):
     return hapt_readings(parquet).filter(pl.col("split") == "train")  # test users never loaded
 
 
+def _die_with_parent() -> None:
+    """Pool workers exit when the driver is killed (Linux prctl PR_SET_PDEATHSIG), so an
+    interrupted study leaves no orphan training runs behind on the CPU."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def run_fold(
     config: str, name: str, overrides: list[str], fold: int, folds: int, parquet: str, out: str
 ) -> dict:
@@ -137,7 +147,7 @@ def main() -> None:
         )
         tasks = [(n, list(o or []), f) for n, o in variants.items() for f in range(args.folds)]
         ctx = get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
             futs = {
                 pool.submit(run_fold, args.config, n, o, f, args.folds, args.parquet, str(out)): (
                     n,
