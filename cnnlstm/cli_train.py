@@ -75,8 +75,9 @@ def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict
 
 def _summary(m: dict, out: Path) -> str:
     lines = [
-        f"[bold]trained[/bold] {m['task']} on {m['device']}: best epoch {m['best_epoch']} "
-        f"of {m['epochs_run']} ({m['wall_seconds']:.0f} s)"
+        f"[bold]trained[/bold] {m['task']} on {m['device']}: weights of epoch "
+        f"{m['weights_epoch']} of {m['epochs_run']}"
+        f"{' (refit on train + val)' if m.get('refit_full') else ''} ({m['wall_seconds']:.0f} s)"
     ]
     for part in ("val", "test"):
         if part in m:

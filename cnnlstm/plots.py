@@ -134,7 +134,10 @@ def training_plots(
 
     out = Path(out_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_curves(res.history, out / "curves.png", res.best_epoch + 1)]
+    # mark the best epoch only where its weights are the ones kept
+    paths = [
+        plot_curves(res.history, out / "curves.png", res.best_epoch + 1 if res.restored else None)
+    ]
     ws = prep.ws
     part = "test" if "test" in metrics else "val" if "val" in metrics else None
     if ws.task == "classification" and part:

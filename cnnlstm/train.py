@@ -232,6 +232,7 @@ class FitResult:
     best_score: float
     monitor: str
     stopped_early: bool
+    restored: bool = False  # the best epoch's weights were loaded back at the end
 
 
 def _config_hash(*parts: Any) -> str:
@@ -409,11 +410,12 @@ def fit(
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch:
                 raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
-    if cfg.restore_best and best["state"] is not None:
+    restored = bool(cfg.restore_best and best["state"] is not None)
+    if restored:
         model.load_state_dict(best["state"])
     elif ema is not None:  # the final model is the average
         model.load_state_dict(ema.module.state_dict())
-    return FitResult(history, best["epoch"], sign * best["score"], monitor, stopped)
+    return FitResult(history, best["epoch"], sign * best["score"], monitor, stopped, restored)
 
 
 def _rotations(n: int, max_deg: float, device) -> torch.Tensor:
@@ -591,6 +593,8 @@ def train_from_config(
             "class_names": ws.class_names,
             "best_epoch": res.best_epoch + 1,
             "epochs_run": len(res.history),
+            # the epoch whose weights are saved (the refit's last epoch after a refit)
+            "weights_epoch": res.best_epoch + 1 if res.restored else len(res.history),
             "stopped_early": res.stopped_early,
             "monitor": res.monitor,
             "best_score": res.best_score,
@@ -607,6 +611,7 @@ def train_from_config(
                 cfg, prep, n_in, horizon, device, out, resume, tracker, chash
             )
             n_windows["train_full"] = metrics["refit"]["windows"]
+            metrics["weights_epoch"] = metrics["refit"]["epochs"]
         if len(prep.parts["test"]):
             metrics["test"], preds["test"] = evaluate_split(
                 model, prep.parts["test"], prep, device, 512, amp_dtype

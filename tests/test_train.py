@@ -471,6 +471,23 @@ def test_no_validation_split_trains_fixed_epochs():
     assert "val_loss" not in res.history[0]
 
 
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_metrics_say_which_epoch_the_saved_weights_are(tmp_path, restore_best):
+    """`weights_epoch` is the best epoch when its weights were restored, else the last one, and
+    the saved model is the last checkpoint's weights exactly when no best epoch was restored."""
+    from cnnlstm.train import train_from_config
+
+    raw = _cfg_dict(tmp_path)
+    raw["train"] |= {"epochs": 3, "patience": None, "restore_best": restore_best}
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    m = train_from_config(cfg, tmp_path / "run", readings=sine_readings())
+    assert m["weights_epoch"] == (m["best_epoch"] if restore_best else 3)
+    saved, _ = load_model(tmp_path / "run" / "model.safetensors")
+    ckpt = load_state(tmp_path / "run" / "checkpoint" / "last.ckpt")
+    same_as_last = _state_equal(saved.state_dict(), ckpt["model"])
+    assert same_as_last == (not restore_best or m["best_epoch"] == 3)
+
+
 def test_derived_channels_train_and_reproduce_at_inference(tmp_path):
     """window.derived adds gravity/body channels before windowing: the model is built for them,
     the checkpoint meta keeps the window config, and the pyfunc path (raw readings in) rebuilds
