@@ -158,34 +158,32 @@ def test_entity_split_disjoint_and_covers():
     assert len(ents[2]) == 2 and len(ents[1]) == 2
 
 
-def test_column_split_with_grouped_validation():
-    extra = {f"e{i}": {"split": "test" if i < 2 else "train", "user": i // 2} for i in range(8)}
-    df = _multi_entity(8, **extra)
+def _users_by_part(n_ent: int, cfg: SplitConfig) -> dict[str, set[int]]:
+    """Entities e0.. with 2 per user; e0 and e1 (user 0) are the test split."""
+    extra = {f"e{i}": {"split": "test" if i < 2 else "train", "user": i // 2} for i in range(n_ent)}
+    df = _multi_entity(n_ent, **extra)
     ws = build_windows(df, ["c0"], wcfg(size=5, stride=5), entity_columns=["split", "user"])
-    cfg = SplitConfig(method="column", val_fraction=0.34, val_group_column="user")
     parts = split_windows(ws, plan_split(ws, cfg))
-    assert set(parts["test"].entity.tolist()) == {"e0", "e1"}
-    users = {
+    return {
         p: {ws.entity_meta[e]["user"] for e in set(parts[p].entity.tolist())}
-        for p in ("train", "val")
+        for p in ("train", "val", "test")
     }
+
+
+def test_column_split_with_grouped_validation():
+    cfg = SplitConfig(method="column", val_fraction=0.34, val_group_column="user")
+    users = _users_by_part(8, cfg)
+    assert users["test"] == {0}
     assert users["val"] and not (users["train"] & users["val"])
 
 
 def test_cross_validation_folds_partition_the_training_groups():
     # 10 entities, 2 per user: users 0 (test) and 1-4 (training); 3 folds over users 1-4
-    extra = {f"e{i}": {"split": "test" if i < 2 else "train", "user": i // 2} for i in range(10)}
-    df = _multi_entity(10, **extra)
-    ws = build_windows(df, ["c0"], wcfg(size=5, stride=5), entity_columns=["split", "user"])
     val_users = []
     for k in range(3):
         cfg = SplitConfig(method="column", val_group_column="user", val_folds=3, val_fold=k)
-        parts = split_windows(ws, plan_split(ws, cfg))
-        assert set(parts["test"].entity.tolist()) == {"e0", "e1"}
-        users = {
-            p: {ws.entity_meta[e]["user"] for e in set(parts[p].entity.tolist())}
-            for p in ("train", "val")
-        }
+        users = _users_by_part(10, cfg)
+        assert users["test"] == {0}
         assert users["val"] and not (users["train"] & users["val"])
         assert users["train"] | users["val"] == {1, 2, 3, 4}
         val_users.append(users["val"])
@@ -195,7 +193,7 @@ def test_cross_validation_folds_partition_the_training_groups():
     with pytest.raises(ValueError, match="val_fold=3 must be < val_folds=3"):
         SplitConfig(method="column", val_folds=3, val_fold=3)
     with pytest.raises(ValueError, match="only 4 training groups"):
-        plan_split(ws, SplitConfig(method="column", val_group_column="user", val_folds=5))
+        _users_by_part(10, SplitConfig(method="column", val_group_column="user", val_folds=5))
 
 
 @settings(max_examples=25, deadline=None)
