@@ -389,7 +389,10 @@ def fit(
                     stopped = True
             history.append(row)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            progress.console.print(_fmt_row(row, monitor, best["epoch"]))
+            # "*" marks the best epoch so far only where its weights will be restored
+            progress.console.print(
+                _fmt_row(row, monitor, best["epoch"] if cfg.restore_best else -1)
+            )
             last = epoch == cfg.epochs - 1 or stopped
             if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 save_state(
