@@ -62,12 +62,9 @@ def _die_with_parent() -> None:
 def run_fold(
     config: str, name: str, overrides: list[str], fold: int, folds: int, parquet: str, out: str
 ) -> dict:
-    import torch
-
     from cnnlstm.config import load_config
     from cnnlstm.train import train_from_config
 
-    torch.set_num_threads(1)
     sets = [
         *overrides,
         *CV_OVERRIDES,
@@ -81,7 +78,6 @@ def run_fold(
         {"epoch": i + 1, "acc": h.get("val_accuracy"), "f1": h.get("val_macro_f1")}
         for i, h in enumerate(m["history"])
     ]
-    cm = m["val"].get("confusion_matrix")
     return {
         "variant": name,
         "overrides": overrides,
@@ -90,8 +86,8 @@ def run_fold(
         "n_windows": m["n_windows"],
         "acc": m["val"]["accuracy"],
         "f1": m["val"]["macro_f1"],
-        "n": m["val"].get("n", m["n_windows"]["val"]),
-        "confusion_matrix": cm,
+        "n": m["val"]["n"],
+        "confusion_matrix": m["val"]["confusion_matrix"],
         "curve": curve,
         "seconds": round(time.perf_counter() - t0, 1),
     }

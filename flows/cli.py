@@ -45,7 +45,7 @@ def _summary_text(s: dict, cfg, out_dir: Path, config: Path) -> str:
         lines.append(
             f"[bold]train[/bold]    test accuracy {test['accuracy']:.4f}, macro-F1 "
             f"{test['macro_f1']:.4f} (n={test.get('n')}), weights of epoch "
-            f"{t.get('weights_epoch', t['best_epoch'])} of {t['epochs_run']} on {t['device']}"
+            f"{t['weights_epoch']} of {t['epochs_run']} on {t['device']}"
             f"  -> {out_dir}/"
         )
     elif "rmse" in test:
