@@ -1,8 +1,10 @@
 """The one module that knows the checkpoint formats. Nothing here unpickles.
 
-- Model artifact (``model.safetensors``): the weights as safetensors, plus JSON metadata in the
-  safetensors header (model config, window config, channels, normalisation statistics, label map)
-  and a SHA-256 over metadata and tensor bytes. ``load_model`` rebuilds the model from it.
+- Model artifact (``model.safetensors``): the weights as safetensors, plus the typed, versioned
+  metadata (`cnnlstm.artifact.ModelArtifact`: task and its fitted state, model and window
+  config, channels, normalisation statistics, label map) as JSON in the safetensors header, and
+  a SHA-256 over metadata and tensor bytes. ``load_model`` rebuilds the model from it; an
+  artifact of another format version is refused with a clear error.
 - Training state (``last.ckpt``): model/optimizer/scheduler state dicts, RNG states, epoch, early
   stopping state. Serialised with ``torch.save``; read back with
   ``torch.load(f, weights_only=True)`` (plain containers and tensors only), behind an 8-byte
@@ -26,8 +28,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from cnnlstm.artifact import ARTIFACT_FORMAT, ModelArtifact
+
 STATE_MAGIC = b"CNLSTM01"
-MODEL_FORMAT = "cnnlstm-model/1"
 
 
 class CheckpointError(RuntimeError):
@@ -100,17 +103,19 @@ def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_model(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """meta must hold what `build_model` needs: model (config dict), n_channels, n_outputs,
-    horizon; and what scoring needs: window, channels, normalizer, classes, class_names, task."""
+def save_model(path: str | Path, model: torch.nn.Module, meta: ModelArtifact) -> None:
+    """Weights as safetensors with the typed metadata (`cnnlstm.artifact.ModelArtifact`) and a
+    SHA-256 over both in the header; written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta_json = json.dumps({"format": MODEL_FORMAT, **meta}, sort_keys=True)
+    meta_json = meta.model_dump_json()
     header = {"cnnlstm": meta_json, "sha256": _digest(meta_json, tensors)}
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
 
-def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a model artifact, checksum verified."""
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelArtifact]:
+    """Tensors and metadata of a model artifact, checksum and format verified."""
+    from pydantic import ValidationError
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}")
@@ -127,23 +132,22 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if _digest(md["cnnlstm"], tensors) != md["sha256"]:
         raise CheckpointError(f"{path}: checksum mismatch (corrupted)")
     meta = json.loads(md["cnnlstm"])
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r}")
-    return tensors, meta
+    fmt = meta.get("format")
+    if fmt != ARTIFACT_FORMAT:
+        raise CheckpointError(
+            f"{path}: model artifact format {fmt!r}, but this cnnlstm reads {ARTIFACT_FORMAT!r}"
+            " only: retrain the model with this version (`cnnlstm train`), or score it with "
+            "the cnnlstm version that wrote it"
+        )
+    try:
+        return tensors, ModelArtifact.model_validate(meta)
+    except ValidationError as e:
+        raise CheckpointError(f"{path}: invalid model metadata: {e}") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model from its artifact: returns (model in eval mode, meta)."""
-    from cnnlstm.models import build_model
-    from cnnlstm.models.config import ModelConfig
-
+    """Rebuild the model from its artifact: returns (model in eval mode, ModelArtifact)."""
     tensors, meta = read_model_file(path)
-    model = build_model(
-        ModelConfig.model_validate(meta["model"]),
-        meta["n_channels"],
-        meta["n_outputs"],
-        meta.get("horizon"),
-        meta.get("n_channels2"),
-    )
+    model = meta.make_task().build_model(meta.model_config_(), meta.n_channels, meta.n_outputs)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta

@@ -62,7 +62,7 @@ def train_command(
         slim = {k: v for k, v in metrics.items() if k != "history"}
         sys.stdout.write(json.dumps(slim, indent=2) + "\n")
         return
-    Console().print(_summary(metrics, out))
+    Console().print(_summary(metrics, out, cfg))
 
 
 def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict:
@@ -73,25 +73,18 @@ def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict
     return train_and_track(cfg, out, resume=resume)
 
 
-def _summary(m: dict, out: Path) -> str:
+def _summary(m: dict, out: Path, cfg) -> str:
     lines = [
         f"[bold]trained[/bold] {m['task']} on {m['device']}: weights of epoch "
         f"{m['weights_epoch']} of {m['epochs_run']}"
         f"{' (refit on train + val)' if m.get('refit_full') else ''} ({m['wall_seconds']:.0f} s)"
     ]
+    from cnnlstm.tasks import make_task
+
+    task = make_task(cfg.task, cfg.window)
     for part in ("val", "test"):
         if part in m:
-            r = m[part]
-            if m["task"] == "classification":
-                lines.append(
-                    f"  {part}: accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
-                    f"  (n={r['n']})"
-                )
-            else:
-                extra = ""
-                if "persistence" in r:
-                    extra = f"  (persistence RMSE {r['persistence']['rmse']:.4f})"
-                lines.append(f"  {part}: MAE {r['mae']:.4f}  RMSE {r['rmse']:.4f}{extra}")
+            lines += [f"  {line}" for line in task.summary_lines(part, m[part])]
     lines.append(f"  outputs: {out}/model.safetensors, metrics.json, plots/")
     if "registered_model" in m:
         r = m["registered_model"]

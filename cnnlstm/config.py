@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnlstm.models.config import ModelConfig
+from cnnlstm.tasks.config import TaskConfig
 from cnnlstm.train_config import TrainConfig
 from cnnlstm.window_config import WindowConfig
 
@@ -199,8 +200,9 @@ class TrackingConfig(_Strict):
     register_model: bool = Field(default=True, description="register each trained model")
     champion_metric: str = Field(
         default="auto",
-        description="run metric deciding champion promotion; auto: test_accuracy for "
-        "classification, test_rmse otherwise",
+        description="validation metric deciding champion promotion (a metric of the task, "
+        "e.g. macro_f1, accuracy, rmse, f1); auto: the task's selection metric (classify "
+        "macro_f1, regress and forecast rmse, anomaly f1). Test metrics are never used",
     )
     greater_is_better: bool | None = Field(
         default=None, description="direction of champion_metric (default: from its name)"
@@ -243,6 +245,7 @@ class Config(_Strict):
     data: DataConfig
     lake: LakeConfig = Field(default_factory=LakeConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -251,6 +254,19 @@ class Config(_Strict):
 
     # where the file was read from: relative paths (lake.uri, outputs) resolve against it
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> Config:
+        from cnnlstm.tasks import check_config
+
+        check_config(self.task, self.window, self.train.refit_full)
+        if self.tracking.champion_metric.startswith("test"):
+            raise ValueError(
+                f"tracking.champion_metric={self.tracking.champion_metric}: test metrics are "
+                "never used to choose; name a metric of the task (read on validation data) "
+                "or leave it auto"
+            )
+        return self
 
     def resolve_path(self, p: str) -> str:
         """A local relative path is taken relative to the config file; URIs pass through."""

@@ -4,8 +4,8 @@ Per run: the resolved config as flattened params and as ``config/config.yaml``; 
 with their step; device, versions and git commit as tags; the plots; the normalisation statistics
 and label map (``preprocessing/``); dataset lineage (``mlflow.log_input`` of the lake files with a
 content fingerprint, and ``lineage/lake_files.json``); the model as a pyfunc that takes raw
-readings; a registry version with the alias ``challenger`` (``champion`` when it wins, see
-`cnnlstm.registry`).
+readings (`log_model`, called by `cnnlstm.pipeline`, not by the tracker). The tracker only
+tracks: registering and promoting are explicit steps of `cnnlstm.pipeline` (`cnnlstm.registry`).
 
 Where runs go: ``MLFLOW_TRACKING_URI``, else ``tracking.uri``, else
 ``sqlite:///<project>/mlflow.db``; a sqlite store keeps artifacts in ``mlartifacts/`` beside the
@@ -265,9 +265,9 @@ def _param_value(v: Any) -> str:
 class MlflowTracker(Tracker):
     """MLflow backend of the tracking seam.
 
-    cfg: the resolved `cnnlstm.config.Config` (config, lineage, registry name); optional.
-    log_model: log model.safetensors as a pyfunc when training hands it over.
-    register: register the logged model (default: cfg.tracking.register_model).
+    cfg: the resolved `cnnlstm.config.Config` (config, lineage); optional.
+    log_weights: also log model.safetensors as a plain artifact (off: the pyfunc model that
+        `log_model` logs carries the weights; tuning trials keep none).
     nested: start the run under the active run (tuning trials).
     on_metrics: called as on_metrics(metrics, step) after per-epoch metrics are logged; may
         raise to stop training (Optuna pruning).
@@ -279,8 +279,7 @@ class MlflowTracker(Tracker):
         *,
         uri: str | None = None,
         experiment: str | None = None,
-        log_model: bool = True,
-        register: bool | None = None,
+        log_weights: bool = False,
         nested: bool = False,
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
@@ -290,22 +289,14 @@ class MlflowTracker(Tracker):
         self.cfg = cfg
         self.uri = uri or tracking_uri(cfg)
         self.experiment = experiment or (cfg.tracking.experiment if cfg is not None else "cnnlstm")
-        self.log_model_enabled = log_model
-        self.register = (
-            (cfg.tracking.register_model if cfg is not None else False)
-            if register is None
-            else register
-        )
+        self.log_weights = log_weights
         self.nested = nested
         self.run_name = run_name
         self.extra_tags = dict(tags or {})
         self.on_metrics = on_metrics
         self.handle_sigterm = handle_sigterm
         self.run_id: str | None = None
-        self.model_info = None
-        self.registration: dict[str, Any] | None = None
         self.final_metrics: dict[str, float] = {}
-        self.task: str | None = None
         self._params: dict[str, str] = {}
         self._curves: set[str] = set()
         self.status_override: str | None = None  # e.g. KILLED for a pruned tuning trial
@@ -322,7 +313,6 @@ class MlflowTracker(Tracker):
         exp_id = ensure_experiment(self.experiment, self.uri, self.cfg)
         root = project_root(self.cfg.base_dir if self.cfg is not None else None)
         all_tags = runtime_tags(root) | (tags or {}) | self.extra_tags
-        self.task = all_tags.get("task")
         run = mlflow.start_run(
             experiment_id=exp_id, run_name=self.run_name or name, nested=self.nested, tags=all_tags
         )
@@ -372,15 +362,6 @@ class MlflowTracker(Tracker):
             status = "KILLED"
         elif self.status_override is not None:
             status = self.status_override
-        error: BaseException | None = None
-        try:
-            if status == "FINISHED" and self.model_info is not None and self.register:
-                from cnnlstm.registry import register_trained
-
-                self.registration = register_trained(self, self.model_info)
-        except Exception as e:  # the run still ends (FAILED), then the error surfaces
-            status, error = "FAILED", e
-            log.error("registering the model failed: %s", e)
         try:
             active = mlflow.active_run()
             if active is not None and active.info.run_id == self.run_id:
@@ -389,8 +370,6 @@ class MlflowTracker(Tracker):
                 mlflow.MlflowClient(self.uri).set_terminated(self.run_id, status)
         finally:
             self._restore_sigterm()
-        if error is not None:
-            raise error
 
     # ---- SIGTERM -----------------------------------------------------------------------------
     def _install_sigterm(self) -> None:
@@ -457,41 +436,33 @@ class MlflowTracker(Tracker):
         import mlflow
 
         path = Path(path)
-        if path.name == MODEL_FILE and self.log_model_enabled:
-            self._log_model(path)
-            return
+        if path.name == MODEL_FILE and not self.log_weights:
+            return  # the pyfunc model (`log_model`) carries the weights
         mlflow.log_artifact(str(path), artifact_path)
 
-    def _log_model(self, weights: Path) -> None:
-        import mlflow
 
-        from cnnlstm.checkpoint import read_model_file
-        from cnnlstm.pyfunc import log_pyfunc_model
+def log_model(weights: str | Path):
+    """Log model.safetensors into the active run as the pyfunc model that takes raw readings,
+    with its preprocessing as readable JSON (``preprocessing/``). Returns MLflow's ModelInfo."""
+    import mlflow
 
-        _, meta = read_model_file(weights)
-        mlflow.log_dict(
-            {"channels": meta["channels"], **meta["normalizer"]}, "preprocessing/normalizer.json"
-        )
-        mlflow.log_dict(
-            {
-                "task": meta["task"],
-                "classes": [
-                    {"index": i, "value": v, "name": n}
-                    for i, (v, n) in enumerate(
-                        zip(meta.get("classes") or [], meta.get("class_names") or [], strict=False)
-                    )
-                ],
-            },
-            "preprocessing/label_map.json",
-        )
-        mlflow.log_dict(meta["window"], "preprocessing/window.json")
-        self.task = meta["task"]
-        self.model_info = log_pyfunc_model(weights, name="model")
-        mlflow.set_tag("model.uri", self.model_info.model_uri)
+    from cnnlstm.checkpoint import read_model_file
+    from cnnlstm.pyfunc import log_pyfunc_model
 
-    # ---- registry hooks ----------------------------------------------------------------------
-    @property
-    def registered_name(self) -> str:
-        if self.cfg is None:
-            return "cnnlstm"
-        return self.cfg.tracking.registered_model or self.cfg.data.name
+    _, meta = read_model_file(weights)
+    mlflow.log_dict({"channels": meta.channels, **meta.normalizer}, "preprocessing/normalizer.json")
+    mlflow.log_dict(
+        {
+            "task": meta.task,
+            "task_state": meta.task_state,
+            "classes": [
+                {"index": i, "value": v, "name": n}
+                for i, (v, n) in enumerate(zip(meta.classes, meta.class_names, strict=False))
+            ],
+        },
+        "preprocessing/label_map.json",
+    )
+    mlflow.log_dict(meta.window, "preprocessing/window.json")
+    info = log_pyfunc_model(weights, name="model")
+    mlflow.set_tag("model.uri", info.model_uri)
+    return info

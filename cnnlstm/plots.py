@@ -26,7 +26,7 @@ def overfit_epoch(train_loss: list[float], val_loss: list[float], patience: int 
 
 def plot_curves(history: list[dict[str, float]], path: Path, best_epoch: int | None = None) -> Path:
     ep = [h["epoch"] + 1 for h in history]
-    metric_keys = [k for k in ("val_accuracy", "val_macro_f1", "val_rmse") if k in history[0]]
+    metric_keys = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
     fig, axes = plt.subplots(
         1, 2 if metric_keys else 1, figsize=(11 if metric_keys else 6, 4), squeeze=False
     )
@@ -116,47 +116,71 @@ def plot_embeddings(
     return paths
 
 
-def training_plots(
-    out_dir: Path,
-    model,
-    res,
-    prep,
-    metrics: dict[str, Any],
-    preds,
-    device,
-    n_points: int,
-    seed: int,
+def feature_embeddings(
+    model, w, norm, device, n_points: int, seed: int, names: list[str], out: Path
 ) -> list[Path]:
-    """All plots of a run under out_dir/plots; returns their paths."""
+    """PCA / t-SNE of the CNN features of up to `n_points` windows of `w`, by true class."""
     import torch
 
     from cnnlstm.windows import Batches
 
+    if not n_points or len(w) <= 2 or not hasattr(model, "features"):
+        return []
+    idx = np.random.default_rng(seed).permutation(len(w))[:n_points]
+    sub = w.subset(np.sort(idx))
+    feats = []
+    model.eval()
+    with torch.no_grad():
+        for x, ln, _ in Batches(sub, norm, device, 512):
+            feats.append(model.features(x, ln).float().cpu())
+    return plot_embeddings(torch.cat(feats).numpy(), sub.y, names, out, seed)
+
+
+def plot_predicted_vs_true(y: np.ndarray, pred: np.ndarray, path: Path, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    lo = float(min(np.min(y), np.min(pred))) if len(y) else 0.0
+    hi = float(max(np.max(y), np.max(pred))) if len(y) else 1.0
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="perfect")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(
+    score: np.ndarray, y: np.ndarray, threshold: float, path: Path, title: str = ""
+) -> Path:
+    """Histogram of anomaly scores by true class (unlabelled windows apart), threshold marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bins = np.histogram_bin_edges(score, bins=50) if len(score) else 10
+    for val, name in ((0, "normal"), (1, "anomalous"), (-1, "unlabelled")):
+        sel = y == val
+        if sel.any():
+            ax.hist(score[sel], bins=bins, alpha=0.6, label=name)
+    ax.axvline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("windows")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_plots(out_dir: Path, res, task, ctx: dict[str, Any]) -> list[Path]:
+    """All plots of a run under out_dir/plots (the curves, then the task's own); returns their
+    paths."""
     out = Path(out_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     # mark the best epoch only where its weights are the ones kept
     paths = [
         plot_curves(res.history, out / "curves.png", res.best_epoch + 1 if res.restored else None)
     ]
-    ws = prep.ws
-    part = "test" if "test" in metrics else "val" if "val" in metrics else None
-    if ws.task == "classification" and part:
-        paths.append(
-            plot_confusion(
-                metrics[part]["confusion_matrix"],
-                ws.class_names,
-                out / f"confusion_{part}.png",
-                f"{part} confusion",
-            )
-        )
-        w = prep.parts[part]
-        if n_points and len(w) > 2:
-            idx = np.random.default_rng(seed).permutation(len(w))[:n_points]
-            sub = w.subset(np.sort(idx))
-            feats = []
-            model.eval()
-            with torch.no_grad():
-                for x, ln, _ in Batches(sub, prep.norm, device, 512):
-                    feats.append(model.features(x, ln).float().cpu())
-            paths += plot_embeddings(torch.cat(feats).numpy(), sub.y, ws.class_names, out, seed)
-    return paths
+    return paths + task.plots(out, ctx)

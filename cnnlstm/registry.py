@@ -1,37 +1,52 @@
 """The model registry: versions, the ``challenger`` / ``champion`` aliases, promotion.
 
-Each trained model is registered and gets ``challenger``. It also gets ``champion`` when it beats
-the current champion on the configured metric (``tracking.champion_metric``), or when there is no
-champion. The comparison is recorded as tags on the model version and on the training run
-(``cnnlstm.metric``, ``cnnlstm.metric_value``, ``cnnlstm.compared_to``, ``cnnlstm.champion_value``,
-``cnnlstm.decision``). Stages are deprecated in MLflow 3: only aliases are used.
+Each trained model is registered and gets ``challenger``. It also gets ``champion`` when there is
+no champion, or when it beats the champion on the task's selection metric *on validation data*
+(`cnnlstm.tasks.Task.selection`, or ``tracking.champion_metric``). Test metrics are reported,
+never used to choose.
+
+Every version records what it was evaluated on: the metric, its value, and a fingerprint of the
+validation windows (``cnnlstm.eval_fingerprint``). Two versions are compared directly only when
+their fingerprints agree (same windows, same targets). Otherwise the champion is re-evaluated on
+the challenger's validation readings (a callback the pipeline passes) and that value is
+compared; without a re-evaluation there is no promotion. A run without validation data is kept
+as challenger (promote by hand: ``cnnlstm promote``). The decision is written as tags on the
+model version and on the training run (``cnnlstm.decision``, ``cnnlstm.compared_on``, ...).
+Stages are deprecated in MLflow 3: only aliases are used.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-_LOWER_IS_BETTER = ("loss", "rmse", "mae", "mse", "error")
 
 
 class RegistryError(ValueError):
     """A user-facing registry problem: unknown model, version or alias (CLI exit 2)."""
 
 
-def metric_for(cfg, task: str | None) -> tuple[str, bool]:
-    """(metric name, greater is better) for champion comparisons."""
-    name = cfg.tracking.champion_metric if cfg is not None else "auto"
-    if name == "auto":
-        name = "test_accuracy" if (task or "classification") == "classification" else "test_rmse"
-    gib = cfg.tracking.greater_is_better if cfg is not None else None
-    if gib is None:
-        gib = not any(s in name.lower() for s in _LOWER_IS_BETTER)
-    return name, gib
+@dataclass
+class Evaluation:
+    """What a model was evaluated on, for comparisons: a validation metric of the task."""
+
+    metric: str
+    greater_is_better: bool
+    value: float | None
+    fingerprint: str | None = None  # of the validation windows (entity, span, target)
+    spans: dict[str, list[int]] = field(default_factory=dict)  # entity -> [start, end] us
+
+    def better_than(self, other: float | None) -> bool:
+        new = self.value
+        if new is None or math.isnan(new):
+            return False
+        if other is None or math.isnan(other):
+            return True
+        return new > other if self.greater_is_better else new < other
 
 
 def _client(uri: str | None = None):
@@ -61,80 +76,131 @@ def alias_version(name: str, alias: str, uri: str | None = None):
         raise
 
 
-def _version_metric(client, mv, metric: str) -> float | None:
+def _fmt(v: float | None) -> str:
+    return "none" if v is None else f"{v:.6g}"
+
+
+def _recorded(mv) -> tuple[str | None, float | None, str | None]:
+    """(metric, value, fingerprint) a version was registered with."""
     tags = mv.tags or {}
-    if tags.get("cnnlstm.metric") == metric and "cnnlstm.metric_value" in tags:
-        return float(tags["cnnlstm.metric_value"])
-    if mv.run_id:
-        return client.get_run(mv.run_id).data.metrics.get(metric)
-    return None
+    v = tags.get("cnnlstm.metric_value") or None
+    return (
+        tags.get("cnnlstm.metric"),
+        (None if v is None else float(v)),
+        tags.get("cnnlstm.eval_fingerprint") or None,
+    )
 
 
-def _beats(new: float | None, old: float | None, gib: bool) -> bool:
-    if new is None or (isinstance(new, float) and math.isnan(new)):
-        return False
-    if old is None or (isinstance(old, float) and math.isnan(old)):
-        return True
-    return new > old if gib else new < old
+def decide(
+    ev: Evaluation | None,
+    champ,
+    reevaluate: Callable[[Any], float | None] | None,
+) -> tuple[bool, str, float | None, str]:
+    """(promote, why, champion value compared, what it was compared on)."""
+    if champ is None:
+        return True, "promoted: no champion before", None, "none"
+    v = champ.version
+    if ev is None or ev.value is None or math.isnan(ev.value):
+        return (
+            False,
+            f"kept as challenger: no validation metric to compare with champion v{v} (set "
+            "window.split.val_fraction or val_folds; or `cnnlstm promote` by hand)",
+            None,
+            "none",
+        )
+    metric, value, fp = _recorded(champ)
+    if metric == ev.metric and fp is not None and fp == ev.fingerprint and value is not None:
+        champ_value, on = value, "the same validation windows"
+    else:
+        if reevaluate is None:
+            return (
+                False,
+                f"kept as challenger: champion v{v} was evaluated on other validation data "
+                f"({metric} on {fp and fp[:12]}) and cannot be re-evaluated here",
+                None,
+                "different data, not re-evaluated",
+            )
+        champ_value = reevaluate(champ)
+        on = "the champion re-evaluated on this run's validation readings"
+        if champ_value is None:
+            return (
+                False,
+                f"kept as challenger: champion v{v} could not be re-evaluated on this run's "
+                f"validation readings ({ev.metric} not available for it)",
+                None,
+                "different data, re-evaluation failed",
+            )
+    if ev.better_than(champ_value):
+        why = (
+            f"promoted: validation {ev.metric} {_fmt(ev.value)} beats champion v{v} "
+            f"({_fmt(champ_value)}) on {on}"
+        )
+        return True, why, champ_value, on
+    why = (
+        f"kept as challenger: validation {ev.metric} {_fmt(ev.value)} does not beat champion "
+        f"v{v} ({_fmt(champ_value)}) on {on}"
+    )
+    return False, why, champ_value, on
 
 
-def register_trained(tracker, model_info) -> dict[str, Any]:
-    """Register the model a `MlflowTracker` logged; alias challenger, champion if it wins.
-    Called from the tracker's end_run while the run is still active."""
+def register(
+    name: str,
+    model_uri: str,
+    run_id: str | None,
+    evaluation: Evaluation | None,
+    reevaluate: Callable[[Any], float | None] | None = None,
+    uri: str | None = None,
+) -> dict[str, Any]:
+    """Register `model_uri` as a new version of `name` (alias challenger), record its
+    evaluation, and move champion to it when it wins on validation data (see the module
+    docstring). Returns the registration record."""
     import mlflow
 
-    client = _client(tracker.uri)
-    name = tracker.registered_name
-    metric, gib = metric_for(tracker.cfg, tracker.task)
-    value = tracker.final_metrics.get(metric)
-    mv = mlflow.register_model(
-        model_info.model_uri, name, tags={"cnnlstm.run_id": tracker.run_id or ""}
-    )
+    client = _client(uri)
+    mv = mlflow.register_model(model_uri, name, tags={"cnnlstm.run_id": run_id or ""})
     version = str(mv.version)
+    ev = evaluation
+    evaluated = {
+        "cnnlstm.metric": "" if ev is None else ev.metric,
+        "cnnlstm.metric_value": "" if ev is None or ev.value is None else repr(float(ev.value)),
+        "cnnlstm.greater_is_better": "" if ev is None else str(ev.greater_is_better).lower(),
+        "cnnlstm.eval_part": "none" if ev is None else "val",
+        "cnnlstm.eval_fingerprint": "" if ev is None else (ev.fingerprint or ""),
+    }
+    for k, v in evaluated.items():
+        client.set_model_version_tag(name, version, k, v)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    champ = alias_version(name, CHAMPION, tracker.uri)
-    champ_value = _version_metric(client, champ, metric) if champ is not None else None
-    if champ is None:
-        promote, why = True, "promoted: no champion before"
-    elif _beats(value, champ_value, gib):
-        promote, why = (
-            True,
-            (f"promoted: {metric} {value:.6g} beats champion v{champ.version} ({champ_value:.6g})"),
-        )
-    else:
-        promote = False
-        why = (
-            f"kept as challenger: {metric} {value} does not beat champion v{champ.version} "
-            f"({champ_value})"
-        )
+    champ = alias_version(name, CHAMPION, uri)
+    if champ is not None and str(champ.version) == version:
+        champ = None
+    promote, why, champ_value, on = decide(ev, champ, reevaluate)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     record = {
-        "cnnlstm.metric": metric,
-        "cnnlstm.metric_value": "" if value is None else repr(float(value)),
-        "cnnlstm.greater_is_better": str(gib).lower(),
         "cnnlstm.compared_to": "none" if champ is None else str(champ.version),
         "cnnlstm.champion_value": "" if champ_value is None else repr(float(champ_value)),
+        "cnnlstm.compared_on": on,
         "cnnlstm.decision": why,
     }
     for k, v in record.items():
         client.set_model_version_tag(name, version, k, v)
-    mlflow.set_tags(
-        {
+    if run_id:
+        tags = {
             "registry.model": name,
             "registry.version": version,
             "registry.aliases": ",".join([CHALLENGER] + ([CHAMPION] if promote else [])),
-        }
-        | {k.replace("cnnlstm.", "registry."): v for k, v in record.items()}
-    )
+        } | {k.replace("cnnlstm.", "registry."): v for k, v in (evaluated | record).items()}
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
     return {
         "name": name,
         "version": version,
         "champion": promote,
         "decision": why,
-        "metric": metric,
-        "value": value,
+        "metric": None if ev is None else ev.metric,
+        "value": None if ev is None else ev.value,
         "champion_value": champ_value,
+        "compared_on": on,
     }
 
 

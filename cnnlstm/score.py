@@ -57,8 +57,9 @@ class ScoreReport:
     rows_written: int = 0
     prediction_files: list[str] = field(default_factory=list)
     orphans_removed: int = 0
-    accuracy: float | None = None  # of the rows written that carry a true label
+    accuracy: float | None = None  # classify: of the rows written that carry a true label
     labelled_rows: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)  # the task's, on labelled rows
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def load_scoring_model(resolved, device: str = "auto"):
 def _check_channels(cfg, meta: dict[str, Any], lake, files, where: dict[str, Any]) -> None:
     import pyarrow.parquet as pq
 
-    need = list(meta["channels"])
+    need = list(meta.channels)
     cfg_missing = [c for c in need if c not in cfg.data.channel_names]
     if cfg_missing:
         raise ScoreError(
@@ -192,7 +193,6 @@ def score(
     from cnnlstm.lake import Lake
     from cnnlstm.mlflow_tracker import use_tracking
     from cnnlstm.registry import RegistryError, resolve
-    from schemas.predictions import validate_predictions
 
     t0 = time.perf_counter()
     uri = use_tracking(cfg, tracking)
@@ -214,7 +214,7 @@ def score(
     rep = ScoreReport(
         resolved.name, resolved.version, resolved.uri, requested, out_uri, files_total=len(files)
     )
-    n_right = 0
+    graded: list[pl.DataFrame] = []  # labelled prediction rows, for the task's metrics
     with out.commit_lock():
         wm = read_watermark(out, resolved.name, resolved.version, where)
         listed = _listed_predictions(out, resolved.name, resolved.version)
@@ -245,15 +245,11 @@ def score(
                         pl.lit(resolved.version).alias("model_version"),
                         pl.lit(scored_at).dt.cast_time_unit("us").alias("scored_at"),
                     )
-                    validate_predictions(pred, meta["task"])
+                    model.task.validate_predictions(pred)
                     if "label" in pred.columns and pred["label"].null_count() < pred.height:
                         lab = pred.filter(pl.col("label").is_not_null())
                         rep.labelled_rows += lab.height
-                        n_right += (
-                            int((lab["label"] == lab["predicted"]).sum())
-                            if "predicted" in lab.columns and meta["task"] == "classification"
-                            else 0
-                        )
+                        graded.append(lab)
                     key = hashlib.sha256(
                         "\n".join(
                             [resolved.name, resolved.version, _where_key(where)]
@@ -285,8 +281,9 @@ def score(
             rep.files_scored = done
             if on_progress:
                 on_progress(done, len(todo))
-    if rep.labelled_rows and meta["task"] == "classification":
-        rep.accuracy = n_right / rep.labelled_rows
+    if graded:
+        rep.metrics = model.task.prediction_metrics(pl.concat(graded, how="diagonal_relaxed"))
+        rep.accuracy = rep.metrics.get("accuracy")
     rep.seconds = time.perf_counter() - t0
     return rep
 

@@ -6,12 +6,33 @@ training code never imports them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 class Tracker:
-    """Do-nothing base: every hook is optional to override."""
+    """Do-nothing base: every hook is optional to override. `run` opens a run and ends it with
+    its status (FINISHED, FAILED on an exception, KILLED on Ctrl-C); `in_run` says whether one
+    is open, so a stage can log into its caller's run."""
+
+    in_run: bool = False
+
+    @contextmanager
+    def run(self, name: str | None = None, tags: dict[str, str] | None = None) -> Iterator[Tracker]:
+        self.start_run(name=name, tags=tags)
+        self.in_run = True
+        status = "FAILED"
+        try:
+            yield self
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.in_run = False
+            self.end_run(status)
 
     def start_run(self, name: str | None = None, tags: dict[str, str] | None = None) -> None:
         pass

@@ -1,12 +1,17 @@
 """Hyperparameter search: an Optuna study over a declared search space.
 
-Each trial is a full `train_from_config` run on the same readings (the lake is read once), tracked
-as an MLflow child run under one parent run; the per-epoch validation metric is reported to Optuna
-through the tracker's ``on_metrics`` hook, so weak trials are pruned on the validation curve
-(pruned runs end KILLED with the tag ``optuna.state=PRUNED``). The objective is the trial's best
-value of ``train.monitor`` (auto: validation macro-F1 for classification, validation loss
-otherwise). The best trial's config is written as YAML that ``cnnlstm train --config`` accepts
-(paths made absolute).
+Honest selection: tuning needs validation data (``window.split.val_fraction`` > 0 or
+``window.split.val_folds``) and refuses to run without it (`ConfigError`, CLI exit 2). The
+objective is the task's selection metric (`cnnlstm.tasks.Task.selection`: classify macro-F1,
+regress/forecast RMSE, anomaly F1) of the trial's final model on the validation windows; with
+``val_folds`` every trial is trained once per fold and the objective is the mean over folds.
+Test windows are never evaluated in a trial, and ``train.refit_full`` is off inside trials.
+
+Each trial run is tracked as an MLflow child run under one parent run (the lake is read once);
+the per-epoch validation figure is reported to Optuna through the tracker's ``on_metrics`` hook,
+so weak trials are pruned on the validation curve (pruned runs end KILLED with the tag
+``optuna.state=PRUNED``). A small all-categorical space is searched exhaustively. The best
+trial's config is written as YAML that ``cnnlstm train --config`` accepts (paths made absolute).
 
 The search space is a mapping of dotted config keys to specs (YAML or dict)::
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -124,12 +130,41 @@ def apply_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def monitor_of(cfg) -> tuple[str, str]:
-    """(per-epoch metric optimised, optuna direction)."""
-    m = cfg.train.monitor
-    if m == "auto":
-        m = "val_macro_f1" if cfg.window.task == "classification" else "val_loss"
-    return m, "maximize" if m in ("val_macro_f1", "val_accuracy") else "minimize"
+class _StopStudy(RuntimeError):
+    """Carries a ConfigError out of Optuna (which would record a ValueError as a failed trial)."""
+
+
+def require_validation(cfg) -> None:
+    """Tuning chooses on validation data only: refuse a config without it."""
+    from cnnlstm.config import ConfigError
+
+    sp = cfg.window.split
+    if sp.val_folds is None and sp.val_fraction == 0:
+        raise ConfigError(
+            "cnnlstm tune needs validation data to choose on, and this config has none: set "
+            "window.split.val_fraction > 0 (e.g. --set window.split.val_fraction=0.2) or "
+            "window.split.val_folds (e.g. --set window.split.val_folds=3). Choosing on a "
+            "training loss or on test data would not be honest"
+        )
+
+
+def objective_of(cfg) -> tuple[str, str]:
+    """(validation metric optimised, optuna direction): the task's selection metric."""
+    from cnnlstm.tasks import make_task
+
+    sel = make_task(cfg.task, cfg.window).selection
+    return sel.metric, "maximize" if sel.greater_is_better else "minimize"
+
+
+def _sampler(space: dict[str, dict[str, Any]], n_trials: int, seed: int):
+    import optuna
+
+    sizes = [
+        len(s["choices"]) for s in space.values() if s.get("type", "categorical") == "categorical"
+    ]
+    if len(sizes) == len(space) and math.prod(sizes) <= n_trials:
+        return optuna.samplers.BruteForceSampler(seed=seed)  # small grid: try every point
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def portable_config(cfg) -> dict[str, Any]:
@@ -156,31 +191,28 @@ def tune(
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Run the study; returns a summary (best value, params, config path, trial states)."""
+    import numpy as np
     import optuna
 
     from cnnlstm.config import ConfigError, config_from_dict
     from cnnlstm.mlflow_tracker import MlflowTracker
-    from cnnlstm.train import train_from_config
+    from cnnlstm.train import run_tags, train_from_config
 
+    require_validation(cfg)
     space = copy.deepcopy(space or DEFAULT_SPACE)
     validate_space(space)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = portable_config(cfg)
-    metric, direction = monitor_of(cfg)
+    metric, direction = objective_of(cfg)
+    folds = cfg.window.split.val_folds
     if readings is None:
         from cnnlstm.lake import scan_readings
 
         readings = scan_readings(cfg.lake_uri).collect()
 
-    parent = MlflowTracker(
-        cfg,
-        log_model=False,
-        register=False,
-        run_name=f"tune-{cfg.data.name}",
-        tags={"optuna.study": "parent"},
-    )
-    parent.start_run(tags={"task": cfg.window.task, "arch": cfg.model.arch})
+    parent = MlflowTracker(cfg, run_name=f"tune-{cfg.data.name}", tags={"optuna.study": "parent"})
+    parent.start_run(tags=run_tags(cfg))
     import mlflow
 
     status = "FAILED"
@@ -190,60 +222,98 @@ def tune(
         parent.log_params(
             {
                 "tune.n_trials": n_trials,
-                "tune.metric": metric,
+                "tune.metric": f"val_{metric}",
                 "tune.direction": direction,
+                "tune.val_folds": folds,
                 "tune.timeout_s": timeout_s,
             }
         )
-        sampler = optuna.samplers.TPESampler(seed=cfg.train.seed if seed is None else seed)
+        seed_ = cfg.train.seed if seed is None else seed
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
         study = optuna.create_study(
             direction=direction,
-            sampler=sampler,
+            sampler=_sampler(space, n_trials, seed_),
             pruner=pruner,
             study_name=f"cnnlstm-{cfg.data.name}",
         )
 
         def objective(trial: optuna.Trial) -> float:
-            values = suggest(trial, space)
             try:
-                tcfg = config_from_dict(apply_values(base, values), source=f"trial {trial.number}")
+                return run_trial(trial)
+            except ConfigError as e:  # a user mistake stops the study (not a failed trial)
+                raise _StopStudy(e) from e
+
+        def run_trial(trial: optuna.Trial) -> float:
+            values = suggest(trial, space)
+            raw = apply_values(base, values)
+            raw.setdefault("train", {})["refit_full"] = False  # a refit would train on val
+            try:
+                tcfg = config_from_dict(raw, source=f"trial {trial.number}")
             except ConfigError as e:  # an invalid combination: not a result, skip it
                 trial.set_user_attr("invalid", str(e))
                 raise optuna.TrialPruned(f"invalid config: {e}") from None
-            trial.set_user_attr("config", tcfg.model_dump(mode="json"))
+            trial.set_user_attr(
+                "config", config_from_dict(apply_values(base, values)).model_dump(mode="json")
+            )
+            per_fold = []
+            for k in range(folds or 1):
+                fcfg = tcfg
+                if folds:
+                    fcfg = tcfg.model_copy(deep=True)
+                    fcfg.window.split.val_fold = k
+                tracker = _trial_tracker(fcfg, trial, k if folds else None, metric)
+                m = train_from_config(
+                    fcfg,
+                    out / f"trial_{trial.number:03d}" / (f"fold_{k}" if folds else ""),
+                    readings=readings,
+                    tracker=tracker,
+                    evaluate_test=False,
+                )
+                if "val" not in m:
+                    raise ConfigError(
+                        f"trial {trial.number}: no validation windows (window.split gives none); "
+                        "raise window.split.val_fraction or use val_folds"
+                    )
+                v = m["val"].get(metric)
+                if v is None or not math.isfinite(v):
+                    raise ValueError(f"trial {trial.number}: validation {metric} is {v}")
+                per_fold.append(float(v))
+                mlflow.MlflowClient(tracker.uri).set_tag(tracker.run_id, "optuna.state", "COMPLETE")
+            trial.set_user_attr("val_per_fold", per_fold)
+            return float(np.mean(per_fold))
 
+        def _trial_tracker(fcfg, trial, fold, metric):
             def on_metrics(metrics: dict[str, float], step: int | None) -> None:
-                if step is None or metric not in metrics:
+                key = f"val_{metric}"
+                if step is None or key not in metrics or (fold or 0) != 0:
                     return
-                trial.report(metrics[metric], step)
+                trial.report(metrics[key], step)
                 if trial.should_prune():
                     tracker.set_tags({"optuna.state": "PRUNED"})
                     tracker.status_override = "KILLED"
                     raise optuna.TrialPruned(f"pruned at epoch {step}")
 
+            name = f"trial-{trial.number:03d}" + ("" if fold is None else f"-fold{fold}")
             tracker = MlflowTracker(
-                tcfg,
-                log_model=False,
-                register=False,
+                fcfg,
                 nested=True,
-                run_name=f"trial-{trial.number:03d}",
+                run_name=name,
                 on_metrics=on_metrics,
-                tags={"optuna.trial": str(trial.number)},
+                tags={"optuna.trial": str(trial.number)}
+                | ({} if fold is None else {"fold": str(fold)}),
             )
-            m = train_from_config(
-                tcfg, out / f"trial_{trial.number:03d}", readings=readings, tracker=tracker
-            )
-            mlflow.MlflowClient(tracker.uri).set_tag(tracker.run_id, "optuna.state", "COMPLETE")
-            return float(m["best_score"])
+            return tracker
 
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=timeout_s,
-            catch=(ValueError,),
-            gc_after_trial=True,
-        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=timeout_s,
+                catch=(ValueError,),  # a failed trial (e.g. diverged) is recorded; go on
+                gc_after_trial=True,
+            )
+        except _StopStudy as e:
+            raise e.args[0] from None
         states: dict[str, int] = {}
         for t in study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -263,14 +333,14 @@ def tune(
         best_path = out / "best.yaml"
         best_raw = portable_config(best_cfg) | {"lake": base["lake"]}
         best_path.write_text(
-            f"# best of {len(study.trials)} trials: {metric} {best.value:.6g}"
+            f"# best of {len(study.trials)} trials: validation {metric} {best.value:.6g}"
             f" (trial {best.number}, MLflow parent run {parent.run_id})\n"
             + yaml.safe_dump(best_raw, sort_keys=False)
         )
         mlflow.log_artifact(str(best_path), "tune")
         parent.log_metrics(
             {
-                f"best_{metric}": float(best.value),
+                f"best_val_{metric}": float(best.value),
                 "trials_complete": float(states.get("COMPLETE", 0)),
                 "trials_pruned": float(states.get("PRUNED", 0)),
             }
@@ -282,6 +352,16 @@ def tune(
             "best_trial": best.number,
             "best_params": best.params,
             "best_config": str(best_path),
+            "trials": [
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "params": t.params,
+                    "val_per_fold": t.user_attrs.get("val_per_fold"),
+                }
+                for t in study.trials
+            ],
             "seconds": time.perf_counter() - t0,
         }
         (out / "study.json").write_text(json.dumps(summary, indent=1, default=str))

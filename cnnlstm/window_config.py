@@ -132,11 +132,3 @@ class WindowConfig(_Strict):
         if self.derived_from is not None and not self.derived_from:
             raise ValueError("window.derived_from is empty")
         return self
-
-    @property
-    def task(self) -> Literal["classification", "regression", "forecast"]:
-        if self.label == "regression_end":
-            return "regression"
-        if self.label == "forecast":
-            return "forecast"
-        return "classification"

@@ -7,8 +7,12 @@ windows of ``size`` samples every ``stride`` samples, a label strategy, padding 
 pieces (lengths kept) or dropping them.
 Everything is materialised with index arithmetic and one gather (no Python loop per window).
 
-Shapes: ``x`` is float32 ``(N, C, L)``; ``lengths`` ``(N,)``; ``y`` is int64 ``(N,)`` for
-classification, float32 ``(N, 1)`` for regression, float32 ``(N, H, K)`` for forecasting;
+`cut_windows` cuts every window and keeps the per-row arrays label strategies read;
+`build_windows` adds what a task (`cnnlstm.tasks`) asks for as ``y`` and keeps the windows that
+have it. Scoring cuts once and labels the same cut.
+
+Shapes: ``x`` is float32 ``(N, C, L)``; ``lengths`` ``(N,)``; ``y`` as the task defines it
+(int64 ``(N,)`` class indices, float32 ``(N, 1)`` targets, float32 ``(N, H, K)`` futures);
 ``entity``, ``start``, ``end`` (UTC microseconds, ``end`` inclusive and covering forecast targets)
 say where each window came from.
 """
@@ -56,19 +60,10 @@ class WindowSet:
 
     windows: Windows
     channels: list[str]
-    task: str  # classification | regression | forecast
     classes: list[Any] = field(default_factory=list)  # class index -> original label value
     class_names: list[str] = field(default_factory=list)
     entity_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_channels: list[str] = field(default_factory=list)
-
-    @property
-    def n_outputs(self) -> int:
-        if self.task == "classification":
-            return len(self.classes)
-        if self.task == "forecast":
-            return len(self.target_channels)
-        return 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,61 +211,59 @@ def derive_channels(
 
 
 # ---------------------------------------------------------------------------------------------
-# labels
+# the main entry points: cut (every window, no labels) and label (what the task asks for)
 
 
-def _majority(codes: np.ndarray, mask: np.ndarray, n_values: int):
-    """Most frequent code per row of (N, L) codes (ignoring mask=False and code -1) and its share
-    of the valid positions. Ties go to the smaller code."""
-    counts = np.zeros((codes.shape[0], max(n_values, 1)), dtype=np.int64)
-    for v in range(n_values):  # loop over label values (a handful), vectorised over windows
-        counts[:, v] = ((codes == v) & mask).sum(1)
-    best = counts.argmax(1)
-    purity = counts.max(1) / np.maximum(mask.sum(1), 1)
-    best = np.where(counts.max(1) > 0, best, -1)
-    return best, purity
+@dataclass
+class Cut:
+    """Every window of a set of readings, before any labelling or filtering, plus the per-row
+    arrays that label strategies read. ``windows.y`` is empty here; a task fills it."""
+
+    windows: Windows
+    channels: list[str]  # raw channels, then derived ones
+    raw_channels: list[str]
+    rows: np.ndarray  # (T, C + D) the stream rows the windows were gathered from
+    starts: np.ndarray  # (N,) row of each window's first sample
+    last: np.ndarray  # (N,) row of each window's last input sample
+    idx: np.ndarray  # (N, L) row of each window position (repeats the last row past lengths)
+    mask: np.ndarray  # (N, L) valid positions
+    ent_codes: np.ndarray  # (T,) entity code per row
+    n_entities: int
+    codes: np.ndarray | None = None  # (T,) label code per row (-1: null); None: no label column
+    values: list[Any] = field(default_factory=list)  # label code -> label value
+    label_names: dict[Any, str] = field(default_factory=dict)  # label value -> readable name
+    target: np.ndarray | None = None  # (T,) float64 of window.target_column
+    entity_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    horizon: int = 0  # rows after each window that belong to it (forecast targets)
 
 
-def _build_classes(values: list[Any], cfg: WindowConfig) -> list[Any]:
-    drop = set(cfg.drop_labels)
-    if cfg.classes is not None:
-        missing = [c for c in cfg.classes if c not in set(values)]
-        if missing:
-            raise ValueError(f"window.classes: values {missing} never occur in the label column")
-        return list(cfg.classes)
-    return [v for v in values if v not in drop]
-
-
-# ---------------------------------------------------------------------------------------------
-# the main entry point
-
-
-def build_windows(
+def cut_windows(
     readings: pl.LazyFrame | pl.DataFrame,
     channels: list[str],
     cfg: WindowConfig,
     *,
     stride: int | None = None,
+    horizon: int = 0,
     entity_columns: list[str] | None = None,
-    classes: list[Any] | None = None,
-) -> WindowSet:
-    """Cut readings (the lake contract) into windows. ``stride`` overrides cfg.stride; ``classes``
-    fixes the class list (so a second window set, e.g. a denser training set, shares the map);
-    ``entity_columns`` are metadata columns kept once per entity (first value)."""
+) -> Cut:
+    """Cut readings (the lake contract) into every window (``stride`` overrides cfg.stride;
+    ``horizon`` rows after the input are kept for forecast targets). An optional ``label``
+    column and ``window.target_column`` are read along for labelling; ``entity_columns`` are
+    metadata columns kept once per entity (first value)."""
     if not channels:
         raise ValueError("channels is empty")
     if cfg.size < 1:
         raise ValueError("window.size must be >= 1")
     stride = stride or cfg.stride
-    task = cfg.task
-    need_label = cfg.label in ("last", "majority", "any_positive", "entity")
+    lf = readings.lazy() if isinstance(readings, pl.DataFrame) else readings
+    have = set(lf.collect_schema().names())
     ent_cols = [c for c in dict.fromkeys(entity_columns or []) if c not in ("entity_id",)]
     cols = ["entity_id", "timestamp", *channels]
-    if need_label:
+    if "label" in have:
         cols.append("label")
-    if cfg.label_names_column:
+    if cfg.label_names_column and cfg.label_names_column in have:
         cols.append(cfg.label_names_column)
-    if cfg.target_column and cfg.target_column not in cols:
+    if cfg.target_column and cfg.target_column not in cols and cfg.target_column in have:
         cols.append(cfg.target_column)
     cols += [c for c in ent_cols if c not in cols]
     df = _collect(readings, cols)
@@ -287,13 +280,12 @@ def build_windows(
     # label values -> codes over all distinct values (-1: null)
     extra: dict[str, np.ndarray] = {"ent": ent_codes}
     values: list[Any] = []
-    if need_label:
+    if "label" in df.columns:
         lab = df["label"]
         values = sorted(lab.drop_nulls().unique().to_list())
         lut = {v: i for i, v in enumerate(values)}
-        codes = lab.replace_strict(lut, default=-1, return_dtype=pl.Int64).to_numpy()
-        extra["code"] = codes
-    if cfg.target_column:
+        extra["code"] = lab.replace_strict(lut, default=-1, return_dtype=pl.Int64).to_numpy()
+    if cfg.target_column and cfg.target_column in df.columns:
         extra["target"] = df[cfg.target_column].cast(pl.Float64).to_numpy()
 
     tol = None if cfg.gap_tolerance_s is None else cfg.gap_tolerance_s * 1e6
@@ -303,8 +295,8 @@ def build_windows(
         ent_codes = extra["ent"]
     x = derive_channels(x, seg, ts, list(channels), cfg)  # (T, C + D); a no-op without derived
 
-    # windows: start row + valid rows; forecast windows need `horizon` more rows after the input
-    h = cfg.horizon if task == "forecast" else 0
+    # windows: start row + valid rows; `horizon` more rows after the input (forecast targets)
+    h = horizon
     starts, valid = _window_starts(
         seg, cfg.size + h, stride, cfg.short == "pad", cfg.min_length + h
     )
@@ -318,84 +310,84 @@ def build_windows(
     xw = np.ascontiguousarray(xw.transpose(0, 2, 1))  # (N, C, L)
     last = starts + lengths - 1  # row of the last input sample
 
-    keep = np.ones(len(starts), dtype=bool)
-    class_list: list[Any] = []
-    target_channels: list[str] = []
-    if task == "classification":
-        if cfg.label == "any_positive":
-            negative = set(cfg.drop_labels) or {0}
-            pos_lut = np.array([v not in negative for v in values], dtype=bool)
-            c = extra["code"][idx]
-            y = ((c >= 0) & pos_lut[np.maximum(c, 0)] & mask).any(1).astype(np.int64)
-            class_list = classes if classes is not None else [0, 1]
-        else:
-            class_list = classes if classes is not None else _build_classes(values, cfg)
-            to_class = np.array(
-                [class_list.index(v) if v in class_list else -1 for v in values] + [-1],
-                dtype=np.int64,
-            )  # index -1 (null) -> -1
-            if cfg.label == "last":
-                code = extra["code"][last]
-            elif cfg.label == "majority":
-                code, purity = _majority(extra["code"][idx], mask, len(values))
-                keep &= purity >= cfg.min_purity
-            else:  # entity: the majority label of the whole entity
-                ent_major = _entity_majority(ent_codes, extra["code"], len(uniq_ent), len(values))
-                code = ent_major[ent_codes[starts]]
-            y = to_class[code]
-            keep &= y >= 0
-    elif task == "regression":
-        y = extra["target"][last].astype(np.float32)[:, None]  # (N, 1)
-        keep &= np.isfinite(y[:, 0])
-    else:
-        target_channels = list(cfg.target_channels or channels)
-        bad = [c for c in target_channels if c not in channels]
-        if bad:
-            raise ValueError(f"window.target_channels {bad} are not channels")
-        tc = np.array([channels.index(c) for c in target_channels])
-        tidx = last[:, None] + 1 + np.arange(h)[None, :]  # (N, H)
-        y = x[tidx][:, :, tc].astype(np.float32)  # (N, H, K)
-
-    end_row = last + h
-    w = Windows(
-        x=xw,
-        lengths=lengths.astype(np.int64),
-        y=y,
-        entity=uniq_ent[ent_codes[starts]],
-        start=ts[starts],
-        end=ts[end_row],
-    ).subset(np.flatnonzero(keep))
-
-    names: list[str] = [str(c) for c in class_list]
-    if task == "classification" and cfg.label_names_column and cfg.label != "any_positive":
+    names: dict[Any, str] = {}
+    if cfg.label_names_column and cfg.label_names_column in df.columns and "label" in df.columns:
         pairs = df.select(pl.col("label"), pl.col(cfg.label_names_column).cast(pl.String)).unique(
             "label", keep="first"
         )
-        lut_names = dict(
+        names = dict(
             zip(pairs["label"].to_list(), pairs[cfg.label_names_column].to_list(), strict=True)
         )
-        names = [str(lut_names.get(c, c)) for c in class_list]
-    elif cfg.label == "any_positive":
-        names = ["normal", "anomaly"]
-
     meta: dict[str, dict[str, Any]] = {}
     if ent_cols:
         first = df.group_by("entity_id", maintain_order=True).agg(pl.col(ent_cols).first())
         for row in first.iter_rows(named=True):
             meta[str(row.pop("entity_id"))] = row
-    all_channels = list(channels) + derived_names(list(channels), cfg)
-    return WindowSet(w, all_channels, task, class_list, names, meta, target_channels)
+
+    w = Windows(
+        x=xw,
+        lengths=lengths.astype(np.int64),
+        y=np.zeros(len(starts), np.int64),
+        entity=uniq_ent[ent_codes[starts]],
+        start=ts[starts],
+        end=ts[last + h],
+    )
+    return Cut(
+        windows=w,
+        channels=list(channels) + derived_names(list(channels), cfg),
+        raw_channels=list(channels),
+        rows=x,
+        starts=starts,
+        last=last,
+        idx=idx,
+        mask=mask,
+        ent_codes=ent_codes,
+        n_entities=len(uniq_ent),
+        codes=extra.get("code"),
+        values=values,
+        label_names=names,
+        target=extra.get("target"),
+        entity_meta=meta,
+        horizon=h,
+    )
 
 
-def _entity_majority(ent_codes, codes, n_ent, n_values):
-    """Most frequent label code per entity (-1 when it has none)."""
-    out = np.full(n_ent, -1, dtype=np.int64)
-    counts = np.zeros((n_ent, max(n_values, 1)), dtype=np.int64)
-    ok = codes >= 0
-    np.add.at(counts, (ent_codes[ok], codes[ok]), 1)
-    has = counts.sum(1) > 0
-    out[has] = counts[has].argmax(1)
-    return out
+def build_windows(
+    readings: pl.LazyFrame | pl.DataFrame,
+    channels: list[str],
+    cfg: WindowConfig,
+    task=None,
+    *,
+    stride: int | None = None,
+    entity_columns: list[str] | None = None,
+    classes: list[Any] | None = None,
+) -> WindowSet:
+    """Cut and label: the windows that carry a target for `task` (a `cnnlstm.tasks.Task`;
+    default: the kind window.label implies). ``classes`` fixes the class list (so a second
+    window set, e.g. a denser training set, shares the map)."""
+    if task is None:
+        from cnnlstm.tasks import make_task
+
+        task = make_task(None, cfg)
+    cut = cut_windows(
+        readings,
+        channels,
+        cfg,
+        stride=stride,
+        horizon=task.horizon_rows,
+        entity_columns=entity_columns,
+    )
+    t = task.targets(cut, classes)
+    w = cut.windows
+    w.y = t.y
+    return WindowSet(
+        w.subset(np.flatnonzero(t.keep)),
+        cut.channels,
+        t.classes,
+        t.class_names,
+        cut.entity_meta,
+        t.target_channels,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,44 +491,26 @@ def split_windows(ws: WindowSet, plan: SplitPlan) -> dict[str, Windows]:
 
 @dataclass
 class Normalizer:
-    """Per-channel ``(x - center) / scale``; padding stays zero. For forecasting the targets are
-    scaled with their channels' statistics; for regression with the target's own."""
+    """Per-channel ``(x - center) / scale`` of the inputs; padding stays zero. Targets are the
+    task's business (`cnnlstm.tasks`)."""
 
     center: np.ndarray  # (C,)
     scale: np.ndarray  # (C,)
-    y_center: np.ndarray | None = None  # (K,) for regression/forecast targets
-    y_scale: np.ndarray | None = None
 
     def apply(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = (x - self.center[None, :, None]) / self.scale[None, :, None]
         mask = np.arange(x.shape[-1])[None, :] < lengths[:, None]  # (N, L)
         return (out * mask[:, None, :]).astype(np.float32)
 
-    def apply_y(self, y: np.ndarray) -> np.ndarray:
-        if self.y_center is None or y.dtype.kind in "iu":
-            return y
-        return ((y - self.y_center) / self.y_scale).astype(np.float32)
-
-    def invert_y(self, y: np.ndarray) -> np.ndarray:
-        if self.y_center is None or y.dtype.kind in "iu":
-            return y
-        return (y * self.y_scale + self.y_center).astype(np.float32)
-
     def to_dict(self) -> dict[str, Any]:
-        d = {"center": self.center.tolist(), "scale": self.scale.tolist()}
-        if self.y_center is not None:
-            d |= {"y_center": self.y_center.tolist(), "y_scale": self.y_scale.tolist()}
-        return d
+        return {"center": self.center.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
-        def arr(k):
-            return None if d.get(k) is None else np.asarray(d[k], dtype=np.float32)
-
-        return cls(arr("center"), arr("scale"), arr("y_center"), arr("y_scale"))
+        return cls(np.asarray(d["center"], np.float32), np.asarray(d["scale"], np.float32))
 
 
-def _center_scale(v: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+def center_scale(v: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Column statistics of (M, K) values; a constant column gets scale 1 (never NaN)."""
     if method == "none" or len(v) == 0:
         return np.zeros(v.shape[1], np.float32), np.ones(v.shape[1], np.float32)
@@ -551,37 +525,26 @@ def _center_scale(v: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     return center.astype(np.float32), scale.astype(np.float32)
 
 
-def fit_normalizer(
-    train: Windows,
-    method: str = "standard",
-    task: str = "classification",
-    target_idx: list[int] | None = None,
-) -> Normalizer:
+def fit_normalizer(train: Windows, method: str = "standard") -> Normalizer:
     """Fit on the training windows' valid samples only."""
     if len(train) == 0:
         raise ValueError("cannot fit normalisation statistics: the training split is empty")
     mask = np.arange(train.x.shape[-1])[None, :] < train.lengths[:, None]  # (N, L)
     v = train.x.transpose(0, 2, 1)[mask]  # (M, C) valid samples
-    center, scale = _center_scale(v, method)
-    norm = Normalizer(center, scale)
-    if task == "forecast":
-        ti = target_idx if target_idx is not None else list(range(len(center)))
-        norm.y_center, norm.y_scale = center[ti], scale[ti]
-    elif task == "regression":
-        yc, ys = _center_scale(train.y.reshape(len(train), -1).astype(np.float64), "standard")
-        norm.y_center, norm.y_scale = yc, ys
-    return norm
+    center, scale = center_scale(v, method)
+    return Normalizer(center, scale)
 
 
 # ---------------------------------------------------------------------------------------------
 # torch side: a Dataset, and a batcher that keeps a split on one device
 
 
-def to_tensors(w: Windows, norm: Normalizer | None):
+def to_tensors(w: Windows, norm: Normalizer | None, encode_y=None):
+    """(x normalised, lengths, y encoded for training by the task's `encode_y`) as tensors."""
     import torch
 
     x = norm.apply(w.x, w.lengths) if norm is not None else w.x
-    y = norm.apply_y(w.y) if norm is not None else w.y
+    y = encode_y(w.y) if encode_y is not None else w.y
     return (
         torch.from_numpy(np.ascontiguousarray(x)),
         torch.from_numpy(w.lengths),
@@ -589,11 +552,11 @@ def to_tensors(w: Windows, norm: Normalizer | None):
     )
 
 
-def WindowDataset(w: Windows, norm: Normalizer | None = None):  # noqa: N802 - a Dataset factory
+def WindowDataset(w: Windows, norm: Normalizer | None = None, encode_y=None):  # noqa: N802
     """A map-style torch Dataset of (x (C, L), length, y) for use with a DataLoader."""
     from torch.utils.data import TensorDataset
 
-    return TensorDataset(*to_tensors(w, norm))
+    return TensorDataset(*to_tensors(w, norm, encode_y))
 
 
 def fits_on_device(nbytes: int, device: Any, fraction: float = 0.5) -> bool:
@@ -621,12 +584,14 @@ class Batches:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        encode_y=None,
     ):
         import torch
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.x, self.lengths, self.y = to_tensors(w, norm)
+        self.x, self.lengths, self.y = to_tensors(w, norm, encode_y)
+        self.windows = w  # the source windows (raw targets, entities) for metrics
         self.norm = norm
         self.device = torch.device(device)
         nbytes = sum(t.numel() * t.element_size() for t in (self.x, self.lengths, self.y))

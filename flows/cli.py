@@ -40,28 +40,30 @@ def _summary_text(s: dict, cfg, out_dir: Path, config: Path) -> str:
         f"{i['duplicates']:,} duplicates; {i['committed']} files committed, {i['skipped']} "
         f"already in the lake, {i['rejected']} rejected  -> {cfg.lake_uri}",
     ]
-    test = t.get("test", {})
-    if "accuracy" in test:
-        lines.append(
-            f"[bold]train[/bold]    test accuracy {test['accuracy']:.4f}, macro-F1 "
-            f"{test['macro_f1']:.4f} (n={test.get('n')}), weights of epoch "
-            f"{t['weights_epoch']} of {t['epochs_run']} on {t['device']}"
-            f"  -> {out_dir}/"
-        )
-    elif "rmse" in test:
-        lines.append(f"[bold]train[/bold]    test MAE {test['mae']:.4f}, RMSE {test['rmse']:.4f}")
+    from cnnlstm.tasks import make_task
+
+    task = make_task(cfg.task, cfg.window)
+    lines.append(
+        f"[bold]train[/bold]    {task.kind}: weights of epoch {t['weights_epoch']} of "
+        f"{t['epochs_run']} on {t['device']}  -> {out_dir}/"
+    )
+    for part in ("val", "test"):
+        if part in t:
+            lines += [f"           {line}" for line in task.summary_lines(part, t[part])]
     reg = t.get("registered_model")
     if reg:
         aliases = "champion, challenger" if reg["champion"] else "challenger"
         lines.append(
             f"[bold]model[/bold]    {reg['name']} v{reg['version']} ({aliases}): {reg['decision']}"
         )
-    acc = sc.get("accuracy")
+    graded = ", ".join(
+        f"{k} {v:.4f}" for k, v in (sc.get("metrics") or {}).items() if isinstance(v, float)
+    )
     lines.append(
         f"[bold]score[/bold]    {sc['rows_written']:,} predictions by {sc['model_name']} "
         f"v{sc['model_version']} from {sc['files_scored']} new files "
         f"({sc['files_already_scored']} already scored)"
-        + (f", accuracy {acc:.4f} on {sc['labelled_rows']:,} labelled windows" if acc else "")
+        + (f"; {graded} on {sc['labelled_rows']:,} labelled windows" if graded else "")
         + f"  -> {sc['output']}"
     )
     lines += [

@@ -35,18 +35,25 @@ def _window_order(df: pl.DataFrame) -> None:
         raise pa.errors.SchemaError(None, df, f"{bad} windows end before they start")
 
 
-def validate_predictions(df: pl.DataFrame, task: str) -> pl.DataFrame:
-    """Validate a collected predictions frame for its task (raises pandera errors)."""
-    model = ClassificationPredictions if task == "classification" else Predictions
-    out = model.validate(df)
+def validate_predictions(df: pl.DataFrame) -> pl.DataFrame:
+    """Validate a collected predictions frame: the columns every task has (raises pandera
+    errors). Tasks add their own checks (`validate_class_predictions`)."""
+    out = Predictions.validate(df)
     _window_order(df)
-    if task in ("classification", "regression") and "predicted" not in df.columns:
+    return out
+
+
+def validate_class_predictions(df: pl.DataFrame) -> pl.DataFrame:
+    """Class predictions: the predicted class, its name and probability, ``prob_<class>``
+    columns that sum to 1."""
+    out = ClassificationPredictions.validate(df)
+    _window_order(df)
+    if "predicted" not in df.columns:
         raise pa.errors.SchemaError(None, df, "predictions lack the 'predicted' column")
     probs = [c for c in df.columns if c.startswith("prob_")]
-    if task == "classification":
-        if not probs:
-            raise pa.errors.SchemaError(None, df, "class predictions lack prob_<class> columns")
-        s = df.select(pl.sum_horizontal(probs).alias("s"))["s"]
-        if len(s) and float((s - 1.0).abs().max()) > 1e-3:
-            raise pa.errors.SchemaError(None, df, "class probabilities do not sum to 1")
+    if not probs:
+        raise pa.errors.SchemaError(None, df, "class predictions lack prob_<class> columns")
+    s = df.select(pl.sum_horizontal(probs).alias("s"))["s"]
+    if len(s) and float((s - 1.0).abs().max()) > 1e-3:
+        raise pa.errors.SchemaError(None, df, "class probabilities do not sum to 1")
     return out

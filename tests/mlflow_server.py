@@ -180,14 +180,11 @@ class Trained:
 
 
 def train_tracked(cfg, out: Path):
-    from cnnlstm.mlflow_tracker import MlflowTracker
-    from cnnlstm.train import train_from_config
+    """The pipeline's training step: train, log the model, register, promote."""
+    from cnnlstm.pipeline import train_and_track
 
-    tracker = MlflowTracker(cfg)
-    metrics = train_from_config(cfg, out, tracker=tracker)
-    return Trained(
-        cfg, tracker.run_id, metrics, tracker.registration, tracker.model_info.model_uri, out
-    )
+    m = train_and_track(cfg, out)
+    return Trained(cfg, m["mlflow_run_id"], m, m.get("registered_model"), m["model_uri"], out)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from cnnlstm.registry import CHAMPION, list_versions, promote
 from cnnlstm.score import ScoreError, read_predictions, score
-from schemas.predictions import validate_predictions
+from schemas.predictions import validate_class_predictions
 
 pytest_plugins = ["mlflow_server"]  # session fixtures shared by all MLflow tests
 
@@ -42,8 +42,8 @@ def _parquet_files(out) -> list:
 
 @pytest.fixture(scope="module")
 def v2(trained_v1, tmp_path_factory) -> Trained:
-    """A second version (another seed, one epoch): registered as challenger; champion only if
-    it beats v1 on test_accuracy."""
+    """A second version (another seed, one epoch), same validation windows as v1: registered
+    as challenger; champion only if it beats v1 on validation macro-F1."""
     d = tmp_path_factory.mktemp("v2")
     cfg = tiny_config(
         d, trained_v1.cfg.lake_uri, trained_v1.cfg.tracking.uri, train={"epochs": 1, "seed": 7}
@@ -74,7 +74,7 @@ def test_score_champion_matches_run_accuracy_and_is_idempotent(trained_v1, mlflo
     assert rep["rows_written"] == n_test and rep["files_scored"] == 4
     pred = read_predictions(str(out))
     assert pred.height == n_test
-    validate_predictions(pred, "classification")
+    validate_class_predictions(pred)
     assert set(pred["model_name"]) == {"hapt-tiny"} and set(pred["model_version"]) == {"1"}
     assert set(pred["entity_id"]) == {"exp03_user02"}
     # same windows, same numbers: accuracy from the predictions file == the run's test accuracy
@@ -99,12 +99,18 @@ def test_registry_champion_challenger_and_promotion(trained_v1, v2, mlflow_serve
     mv2 = client.get_model_version("hapt-tiny", v2v)
     assert "challenger" in mv2.aliases
     assert "challenger" not in client.get_model_version("hapt-tiny", v1v).aliases
-    a1 = client.get_run(trained_v1.run_id).data.metrics["test_accuracy"]
-    a2 = client.get_run(v2.run_id).data.metrics["test_accuracy"]
+    a1 = client.get_run(trained_v1.run_id).data.metrics["val_macro_f1"]
+    a2 = client.get_run(v2.run_id).data.metrics["val_macro_f1"]
     champ = client.get_model_version_by_alias("hapt-tiny", CHAMPION).version
     assert champ == (v2v if a2 > a1 else v1v)
-    # the comparison is recorded on the version and on the run
+    # the comparison is recorded on the version and on the run: same validation windows
     assert mv2.tags["cnnlstm.compared_to"] == v1v
+    assert mv2.tags["cnnlstm.metric"] == "macro_f1"
+    assert mv2.tags["cnnlstm.compared_on"] == "the same validation windows"
+    assert (
+        mv2.tags["cnnlstm.eval_fingerprint"]
+        == client.get_model_version("hapt-tiny", v1v).tags["cnnlstm.eval_fingerprint"]
+    )
     assert float(mv2.tags["cnnlstm.champion_value"]) == pytest.approx(a1)
     assert float(mv2.tags["cnnlstm.metric_value"]) == pytest.approx(a2)
     run_tags = client.get_run(v2.run_id).data.tags
@@ -185,3 +191,26 @@ def test_mistakes_fail_before_reading_data(trained_v1, mlflow_server, tmp_path):
         score(cfg, "models:/hapt-tiny/1", str(out), where={"site": "a"})
     assert _parquet_files(out) == []
     assert not (out / "_watermark").exists()
+
+
+def test_champion_is_reevaluated_on_other_validation_data(trained_v1, v2, mlflow_server, tmp_path):
+    """v3 validates on another recording (another split seed): the registry loads the champion
+    and evaluates it on v3's validation readings before comparing."""
+    d = tmp_path / "v3"
+    cfg = tiny_config(
+        d,
+        trained_v1.cfg.lake_uri,
+        trained_v1.cfg.tracking.uri,
+        window=trained_v1.cfg.window.model_dump()
+        | {"split": {"method": "column", "val_fraction": 0.34, "seed": 3}},
+        train={"epochs": 1},
+    )
+    v3 = train_tracked(cfg, d / "run")
+    assert (
+        v3.metrics["evaluation"]["spans"].keys() != trained_v1.metrics["evaluation"]["spans"].keys()
+    )
+    reg = v3.registration
+    assert reg["compared_on"] == "the champion re-evaluated on this run's validation readings"
+    assert 0.0 <= reg["champion_value"] <= 1.0
+    mv = MlflowClient(mlflow_server.uri).get_model_version("hapt-tiny", reg["version"])
+    assert mv.tags["cnnlstm.compared_on"] == reg["compared_on"]

@@ -147,7 +147,7 @@ def test_ema_keeps_the_moving_average_of_the_weights(class_prep):
         snaps.append({n: p.detach().clone() for n, p in self._model_ref.named_parameters()})
         return out
 
-    import cnnlstm.train as tr
+    import cnnlstm.loop as tr
 
     orig_make = tr.make_optimizer
 
@@ -236,8 +236,8 @@ class _Explodes(torch.nn.Module):
 
 
 def test_nan_guard_stops_and_keeps_good_checkpoint(class_prep, tmp_path):
+    from cnnlstm.loop import fit
     from cnnlstm.models import build_model
-    from cnnlstm.train import fit
     from cnnlstm.windows import Batches
 
     seed_everything(0, True)
@@ -247,7 +247,7 @@ def test_nan_guard_stops_and_keeps_good_checkpoint(class_prep, tmp_path):
     model = _Explodes(inner, after=steps + 2)  # blows up inside epoch 2
     ck = tmp_path / "last.ckpt"
     with pytest.raises(TrainingDivergedError, match="epoch 1"):
-        fit(model, tb, None, tiny_train(epochs=3), "classification", 3, ck)
+        fit(model, tb, None, tiny_train(epochs=3), class_prep.task, ck)
     st = load_state(ck)
     assert st["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
@@ -309,7 +309,7 @@ def test_train_from_config_writes_model_metrics_plots(tmp_path):
     tracker = MemoryTracker()
     out = tmp_path / "run"
     m = train_from_config(cfg, out, readings=sine_readings(), tracker=tracker)
-    assert m["task"] == "classification" and 0 <= m["test"]["accuracy"] <= 1
+    assert m["task"] == "classify" and 0 <= m["test"]["accuracy"] <= 1
     assert (out / "model.safetensors").is_file() and (out / "checkpoint" / "last.ckpt").is_file()
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
@@ -320,12 +320,12 @@ def test_train_from_config_writes_model_metrics_plots(tmp_path):
 
     # the artifact alone rebuilds the model and reproduces the predictions
     model, meta = load_model(out / "model.safetensors")
-    assert meta["classes"] == [1, 2, 3] and meta["channels"] == ["c0", "c1"]
+    assert meta.classes == [1, 2, 3] and meta.channels == ["c0", "c1"]
     from cnnlstm.windows import Normalizer, build_windows
 
-    wcfg = WindowConfig.model_validate(meta["window"])
-    ws = build_windows(sine_readings(), meta["channels"], wcfg)
-    norm = Normalizer.from_dict(meta["normalizer"])
+    wcfg = WindowConfig.model_validate(meta.window)
+    ws = build_windows(sine_readings(), meta.channels, wcfg)
+    norm = Normalizer.from_dict(meta.normalizer)
     x = torch.from_numpy(norm.apply(ws.windows.x, ws.windows.lengths))
     with torch.no_grad():
         acc = (model(x).argmax(1).numpy() == ws.windows.y).mean()
@@ -373,10 +373,10 @@ def test_cli_train_command_json_and_config_error(tmp_path, monkeypatch):
 
 
 def test_rotation_augmentation_is_a_rotation_in_raw_units():
-    from cnnlstm.train import _augment, _rotations
+    from cnnlstm.augment import augment, rotations
     from cnnlstm.windows import Normalizer
 
-    r = _rotations(8, 20.0, "cpu")
+    r = rotations(8, 20.0, "cpu")
     torch.testing.assert_close(
         r @ r.transpose(1, 2), torch.eye(3).expand(8, 3, 3), atol=1e-6, rtol=0
     )
@@ -388,7 +388,7 @@ def test_rotation_augmentation_is_a_rotation_in_raw_units():
         None, :, None
     ]
     cfg = tiny_train(augment={"rotate_deg": 20, "rotate_groups": [[0, 1, 2]]})
-    out = _augment(x, None, cfg, norm)
+    out = augment(x, None, cfg.augment, norm)
     back = (
         out * torch.from_numpy(norm.scale)[None, :, None]
         + torch.from_numpy(norm.center)[None, :, None]
@@ -406,7 +406,7 @@ def test_rotation_augmentation_is_a_rotation_in_raw_units():
 def test_rotate_together_turns_all_sensor_triples_by_one_rotation(together):
     """A phone is one rigid body: with rotate_together its accelerometer and gyroscope triples
     are turned by the same rotation, so the angle between them is preserved at every instant."""
-    from cnnlstm.train import _augment
+    from cnnlstm.augment import augment
 
     torch.manual_seed(0)
     acc, gyro = torch.randn(16, 3, 10), torch.randn(16, 3, 10)
@@ -418,7 +418,7 @@ def test_rotate_together_turns_all_sensor_triples_by_one_rotation(together):
             "rotate_together": together,
         }
     )
-    out = _augment(x, None, cfg, None)
+    out = augment(x, None, cfg.augment, None)
     dot_before = (acc * gyro).sum(1)
     dot_after = (out[:, :3] * out[:, 3:]).sum(1)
     if together:
@@ -455,7 +455,7 @@ def test_regression_end_to_end_with_padding(tmp_path):
     model, res = train_windows(
         prep, ModelConfig.model_validate(TINY_MODEL | {"pooling": "mean"}), tiny_train(epochs=3)
     )
-    assert res.monitor == "val_loss" and np.isfinite(res.best_score)
+    assert res.monitor == "val_rmse" and np.isfinite(res.best_score)  # in the target's units
 
 
 def test_no_validation_split_trains_fixed_epochs():
@@ -504,13 +504,14 @@ def test_derived_channels_train_and_reproduce_at_inference(tmp_path):
     readings = sine_readings()
     train_from_config(cfg, out, readings=readings)
     model, meta = load_model(out / "model.safetensors")
-    assert meta["channels"] == ["c0", "c1"] and meta["n_channels"] == 4
-    assert meta["input_channels"] == ["c0", "c1", "c0_gravity", "c0_body"]
-    assert meta["window"]["derived"] == ["gravity", "body"]
+    assert meta.channels == ["c0", "c1"] and meta.n_channels == 4
+    assert meta.input_channels == ["c0", "c1", "c0_gravity", "c0_body"]
+    assert meta.window["derived"] == ["gravity", "body"]
 
     prep = prepare_data(readings, ["c0", "c1"], cfg.window)
     assert prep.parts["test"].x.shape[1] == 4
-    _, pred = evaluate_split(model, prep.parts["test"], prep, torch.device("cpu"), 256)
+    _, out_ = evaluate_split(model, prep.parts["test"], prep, torch.device("cpu"), 256)
+    pred = out_.argmax(1)
 
     pf = CnnLstmModel.from_file(out / "model.safetensors", "cpu")
     test_ents = {e for e in prep.parts["test"].entity.tolist()}
@@ -527,7 +528,7 @@ def test_derived_channels_train_and_reproduce_at_inference(tmp_path):
     ]
     np.testing.assert_array_equal(w.x[rows], prep.parts["test"].x)  # same derived channels
     frame = pf.predict_frame(raw)
-    classes = np.array(meta["classes"])
+    classes = np.array(meta.classes)
     np.testing.assert_array_equal(frame["predicted"].to_numpy()[rows], classes[pred])
 
 
@@ -552,4 +553,4 @@ def test_refit_full_trains_on_train_and_val_for_fixed_epochs(tmp_path):
     assert not set(full.entity.tolist()) & set(prep.parts["test"].entity.tolist())
     assert "val" in m and "test" in m
     _, meta = load_model(tmp_path / "run" / "model.safetensors")
-    assert meta["normalizer"]["center"] != prep.norm.to_dict()["center"]  # refitted on full
+    assert meta.normalizer["center"] != prep.norm.to_dict()["center"]  # refitted on full

@@ -111,7 +111,7 @@ def test_regression_target_at_window_end():
     df = df.with_columns(rul=(100 - df["c0"]).cast(float))
     ws = build_windows(df, ["c0"], wcfg(label="regression_end", target_column="rul"))
     np.testing.assert_array_equal(ws.windows.y[:, 0], [97, 94, 91])
-    assert ws.task == "regression" and ws.windows.y.shape == (3, 1)
+    assert ws.windows.y.shape == (3, 1)
 
 
 def test_forecast_targets_are_next_h_values():

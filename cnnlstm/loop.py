@@ -1,0 +1,369 @@
+"""The training loop: AdamW with per-part learning rates (CNN, RNN, head), a per-step LR
+schedule, gradient clipping, bf16 autocast on CUDA, early stopping on a validation figure of the
+task's own kind with best-weights restore, an EMA of weights, a NaN/inf guard, and a checkpoint
+per epoch that resumes exactly (model, optimizer, scheduler, RNG states, epoch, early-stopping
+state; bitwise on CPU). What is learned and graded comes from the task (`cnnlstm.tasks`).
+Config: `cnnlstm.train_config.TrainConfig` (``train``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlstm.augment import augment
+from cnnlstm.checkpoint import load_state, save_state
+from cnnlstm.models import param_groups
+from cnnlstm.tasks import Task
+from cnnlstm.tracking import Tracker
+from cnnlstm.train_config import TrainConfig
+from cnnlstm.windows import Batches
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN/inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------------------------
+# setup
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but CUDA is not available")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("train.device=mps but MPS is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    lrs = {"cnn": cfg.lr_cnn or cfg.lr, "rnn": cfg.lr_rnn or cfg.lr, "head": cfg.lr_head or cfg.lr}
+    groups = [
+        {"params": ps, "lr": lrs[name], "name": name}
+        for name, ps in param_groups(model).items()
+        if ps
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Stepped once per batch."""
+    total_steps = max(total_steps, 1)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=total_steps,
+            pct_start=cfg.warmup_frac,
+            anneal_strategy="cos",
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Batches, task: Task, loss_fn=None, amp_dtype=None):
+    """The task's per-window outputs (`Task.reduce` of the network's output) for every window,
+    in order, and the mean loss when `loss_fn` is given: (outputs, loss or None)."""
+    model.eval()
+    outs, tot, n = [], 0.0, 0
+    for x, ln, y in batches:
+        ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext()
+        with ctx:
+            out = model(x, ln)
+        if loss_fn is not None:
+            tot += float(loss_fn(out.float(), x, ln, y, train=False)) * len(y)
+            n += len(y)
+        outs.append(task.reduce(out.float(), x, ln).float().cpu())
+    res = torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
+    return res, (tot / n if n else None)
+
+
+def val_metrics(model, batches: Batches, task: Task, loss_fn, amp_dtype=None) -> dict[str, float]:
+    """val_loss (the training objective, in the model's units) and the task's validation
+    figures (in the target's units) of one pass over the validation batches."""
+    if len(batches) == 0:
+        return {}
+    out, loss = predict(model, batches, task, loss_fn, amp_dtype)
+    figures = task.epoch_metrics(out, batches.windows)
+    return {"val_loss": loss} | {f"val_{k}": v for k, v in figures.items()}
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_score: float
+    monitor: str
+    stopped_early: bool
+    restored: bool = False  # the best epoch's weights were loaded back at the end
+
+
+def fit(
+    model: torch.nn.Module,
+    train: Batches,
+    val: Batches | None,
+    cfg: TrainConfig,
+    task: Task,
+    ckpt_path: str | Path | None = None,
+    resume: bool = False,
+    tracker: Tracker | None = None,
+    config_hash: str = "",
+    interrupt_after_epoch: int | None = None,
+) -> FitResult:
+    """Train `model` in place (best weights restored at the end when cfg.restore_best).
+
+    interrupt_after_epoch: raise KeyboardInterrupt after that epoch's checkpoint (tests).
+    """
+    tracker = tracker or Tracker()
+    device = train.device
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.amp != "off" else None
+    if cfg.amp == "bf16" and device.type != "cuda":
+        log.info("train.amp=bf16 applies on CUDA only; training in float32")
+    loss_fn = task.loss_fn(train.y, cfg)
+    monitor = task.check_monitor(cfg.monitor)
+    if val is None or len(val) == 0:
+        monitor = "train_loss"
+    sign = 1.0 if task.monitor_greater_is_better(monitor) else -1.0
+
+    opt = make_optimizer(model, cfg)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True,
+        )
+        if cfg.ema_decay
+        else None
+    )
+    evaluated = ema.module if ema is not None else model  # what validation and `best` see
+    steps_per_epoch = train.n_batches()
+    sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    history: list[dict[str, float]] = []
+    best = {"score": -math.inf, "epoch": -1, "bad": 0, "state": None}
+    start_epoch, stopped = 0, False
+
+    if resume and ckpt_path and Path(ckpt_path).is_file():
+        st = load_state(ckpt_path)
+        if st.get("config_hash") != config_hash:
+            raise ValueError(
+                f"--resume: {ckpt_path} was written by a different config; "
+                "use a new output folder or the same config"
+            )
+        model.load_state_dict(st["model"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        history = st["history"]
+        best = st["best"]
+        start_epoch, stopped = st["epoch"] + 1, st["stopped"]
+        _set_rng_state(st["rng"])  # last, after everything that might draw random numbers
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+
+    progress = _progress(cfg.progress)
+    with progress:
+        task_id = progress.add_task("train", total=(cfg.epochs - start_epoch) * steps_per_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            if stopped:
+                break
+            model.train()
+            train.set_epoch(epoch)
+            tot = torch.zeros((), device=device)
+            n_seen = 0
+            for step, (x, ln, y) in enumerate(train):
+                x = augment(x, ln, cfg.augment, train.norm)
+                ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext()
+                with ctx:
+                    out = model(x, ln)
+                loss = loss_fn(out, x, ln, y)
+                if (device.type != "cuda" or step % 50 == 0) and not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss is {loss.item()} at epoch {epoch} step {step}; stopped before "
+                        f"checkpointing (last good checkpoint kept: {ckpt_path}). Lower "
+                        "train.lr, set train.grad_clip, or check the inputs for extreme values"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    if device.type != "cuda" and not torch.isfinite(gn):
+                        raise TrainingDivergedError(
+                            f"gradient norm is {gn.item()} at epoch {epoch} step {step}; "
+                            f"last good checkpoint kept: {ckpt_path}"
+                        )
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                tot += loss.detach() * len(y)
+                n_seen += len(y)
+                progress.update(
+                    task_id,
+                    advance=1,
+                    description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
+                    if step % 10 == 0
+                    else None,
+                )
+            train_loss = float(tot) / max(n_seen, 1)
+            if not math.isfinite(train_loss) or not all(
+                torch.isfinite(p).all() for p in model.parameters()
+            ):
+                raise TrainingDivergedError(
+                    f"loss/weights became non-finite in epoch {epoch}; last good checkpoint "
+                    f"kept: {ckpt_path}"
+                )
+            row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+            if val is not None and len(val):
+                row |= val_metrics(evaluated, val, task, loss_fn, amp_dtype)
+            if monitor not in row:
+                if cfg.monitor != "auto":
+                    raise ValueError(
+                        f"train.monitor={monitor}: the validation data gives no such figure "
+                        "(e.g. F1 and PR-AUC need labelled anomalies in validation); use "
+                        "val_loss"
+                    )
+                log.info("no %s on this validation data: early stopping on val_loss", monitor)
+                monitor, sign = "val_loss", -1.0
+            score = sign * row[monitor]
+            if score > best["score"]:
+                best = {
+                    "score": score,
+                    "epoch": epoch,
+                    "bad": 0,
+                    "state": {
+                        k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()
+                    },
+                }
+            else:
+                best["bad"] += 1
+                if cfg.patience is not None and best["bad"] >= cfg.patience:
+                    stopped = True
+            history.append(row)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            # "*" marks the best epoch so far only where its weights will be restored
+            progress.console.print(
+                _fmt_row(row, monitor, best["epoch"] if cfg.restore_best else -1)
+            )
+            last = epoch == cfg.epochs - 1 or stopped
+            if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                save_state(
+                    ckpt_path,
+                    {
+                        "epoch": epoch,
+                        "stopped": stopped,
+                        "model": model.state_dict(),
+                        **({"ema": ema.state_dict()} if ema is not None else {}),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "history": history,
+                        "best": best,
+                        "rng": _rng_state(),
+                        "config_hash": config_hash,
+                    },
+                )
+            if interrupt_after_epoch is not None and epoch == interrupt_after_epoch:
+                raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
+
+    restored = bool(cfg.restore_best and best["state"] is not None)
+    if restored:
+        model.load_state_dict(best["state"])
+    elif ema is not None:  # the final model is the average
+        model.load_state_dict(ema.module.state_dict())
+    return FitResult(history, best["epoch"], sign * best["score"], monitor, stopped, restored)
+
+
+def _fmt_row(row: dict[str, float], monitor: str, best_epoch: int) -> str:
+    parts = [f"epoch {row['epoch'] + 1:3d}"] + [
+        f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")
+    ]
+    return " | ".join(parts) + (" *" if best_epoch == row["epoch"] else "")
+
+
+class _NoProgress:
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, quiet=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
