@@ -43,32 +43,25 @@ def main() -> None:
     from cnnlstm.checkpoint import save_model
     from cnnlstm.config import load_config
     from cnnlstm.lake import scan_readings
-    from cnnlstm.models import build_model
     from cnnlstm.pyfunc import CnnLstmModel, log_pyfunc_model
-    from cnnlstm.windows import build_windows, fit_normalizer
+    from cnnlstm.train import artifact, prepare_data
 
     cfg = load_config(args.config)
     channels = cfg.data.channel_names
     lf = scan_readings(cfg.lake_uri)
     ents = sorted(lf.select("entity_id").unique().collect()["entity_id"].to_list())
     raw = lf.filter(pl.col("entity_id").is_in(ents[: args.recordings])).collect()
-    ws = build_windows(raw, channels, cfg.window)
-    norm = fit_normalizer(ws.windows, cfg.window.normalize, ws.task)
+    # every window of these recordings is "training" data here: only the artifact is wanted
+    from cnnlstm.window_config import SplitConfig
+
+    split = SplitConfig(method="entity", val_fraction=0, test_fraction=0)
+    wcfg = cfg.window.model_copy(update={"split": split, "train_stride": None})
+    prep = prepare_data(raw, channels, wcfg)
+    norm = prep.norm
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(channels), ws.n_outputs).eval()
-    meta = {
-        "model": cfg.model.model_dump(mode="json"),
-        "n_channels": len(channels),
-        "n_outputs": ws.n_outputs,
-        "horizon": None,
-        "task": ws.task,
-        "channels": channels,
-        "window": cfg.window.model_dump(mode="json"),
-        "normalizer": norm.to_dict(),
-        "classes": ws.classes,
-        "class_names": ws.class_names,
-        "target_channels": [],
-    }
+    n_out = prep.task.n_outputs(prep.ws)
+    model = prep.task.build_model(cfg.model, len(channels), n_out).eval()
+    meta = artifact(cfg.model_copy(update={"window": wcfg}), prep, len(channels), n_out)
     work = ROOT / "benchmarks" / "_work" / "score"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

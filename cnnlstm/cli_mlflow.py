@@ -167,11 +167,8 @@ def score(
     if json_out:
         _print_json(rep.to_dict())
         return
-    acc = (
-        f", accuracy {rep.accuracy:.4f} on {rep.labelled_rows} labelled windows"
-        if rep.accuracy is not None
-        else ""
-    )
+    graded = ", ".join(f"{k} {v:.4f}" for k, v in rep.metrics.items() if isinstance(v, float))
+    acc = f"; {graded} on {rep.labelled_rows} labelled windows" if graded else ""
     Console().print(
         f"scored with {rep.model_name} v{rep.model_version}: {rep.files_scored} new lake files "
         f"({rep.files_already_scored} already scored), {rep.rows_written} predictions -> "

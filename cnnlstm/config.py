@@ -257,15 +257,12 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _task_fits(self) -> Config:
-        from cnnlstm.tasks import check_config
+        from cnnlstm.tasks import check_config, make_task
 
         check_config(self.task, self.window, self.train.refit_full)
-        if self.tracking.champion_metric.startswith("test"):
-            raise ValueError(
-                f"tracking.champion_metric={self.tracking.champion_metric}: test metrics are "
-                "never used to choose; name a metric of the task (read on validation data) "
-                "or leave it auto"
-            )
+        task = make_task(self.task, self.window)
+        task.check_monitor(self.train.monitor)
+        task.selection_for(self.tracking.champion_metric)
         return self
 
     def resolve_path(self, p: str) -> str:

@@ -153,6 +153,155 @@ class FitResult:
     restored: bool = False  # the best epoch's weights were loaded back at the end
 
 
+class EarlyStopping:
+    """Tracks the best epoch by a monitored figure (its direction from the task) and keeps its
+    weights; ``stopped`` after `patience` epochs without improvement."""
+
+    def __init__(self, monitor: str, greater_is_better: bool, patience: int | None, auto: bool):
+        self.monitor, self.sign = monitor, 1.0 if greater_is_better else -1.0
+        self.patience, self.auto = patience, auto
+        self.best: dict[str, Any] = {"score": -math.inf, "epoch": -1, "bad": 0, "state": None}
+        self.stopped = False
+
+    def update(self, row: dict[str, float], epoch: int, evaluated: torch.nn.Module) -> None:
+        if self.monitor not in row:
+            if not self.auto:
+                raise ValueError(
+                    f"train.monitor={self.monitor}: the validation data gives no such figure "
+                    "(e.g. F1 and PR-AUC need labelled anomalies in validation); use val_loss"
+                )
+            log.info("no %s on this validation data: early stopping on val_loss", self.monitor)
+            self.monitor, self.sign = "val_loss", -1.0
+        score = self.sign * row[self.monitor]
+        if score > self.best["score"]:
+            state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
+            self.best = {"score": score, "epoch": epoch, "bad": 0, "state": state}
+        else:
+            self.best["bad"] += 1
+            if self.patience is not None and self.best["bad"] >= self.patience:
+                self.stopped = True
+
+    @property
+    def best_score(self) -> float:
+        return self.sign * self.best["score"]
+
+
+class _Run:
+    """What a training run carries between epochs, and its checkpoint (exact resume)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, stop):
+        self.model, self.cfg, self.stop = model, cfg, stop
+        self.opt = make_optimizer(model, cfg)
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                model,
+                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+                use_buffers=True,
+            )
+            if cfg.ema_decay
+            else None
+        )
+        self.sched = make_scheduler(self.opt, cfg, total_steps)
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What validation and the best weights see: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, path, epoch: int, config_hash: str) -> None:
+        save_state(
+            path,
+            {
+                "epoch": epoch,
+                "stopped": self.stop.stopped,
+                "model": self.model.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "history": self.history,
+                "best": self.stop.best,
+                "rng": _rng_state(),
+                "config_hash": config_hash,
+            },
+        )
+
+    def load(self, path, config_hash: str) -> None:
+        st = load_state(path)
+        if st.get("config_hash") != config_hash:
+            raise ValueError(
+                f"--resume: {path} was written by a different config; "
+                "use a new output folder or the same config"
+            )
+        self.model.load_state_dict(st["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.history = st["history"]
+        self.stop.best, self.stop.stopped = st["best"], st["stopped"]
+        self.start_epoch = st["epoch"] + 1
+        _set_rng_state(st["rng"])  # last, after everything that might draw random numbers
+        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def finish(self) -> bool:
+        """Load the weights kept: the best epoch's (restore_best), else the EMA's, else the
+        last. Returns whether the best epoch's weights were restored."""
+        restored = bool(self.cfg.restore_best and self.stop.best["state"] is not None)
+        if restored:
+            self.model.load_state_dict(self.stop.best["state"])
+        elif self.ema is not None:  # the final model is the average
+            self.model.load_state_dict(self.ema.module.state_dict())
+        return restored
+
+
+def train_epoch(run: _Run, train: Batches, loss_fn, epoch: int, amp_dtype, on_step) -> float:
+    """One pass over the training batches (augment, forward, loss, backward, clip, step,
+    schedule, EMA); returns the mean training loss. Raises TrainingDivergedError on a
+    non-finite loss or gradient norm."""
+    model, cfg, device = run.model, run.cfg, train.device
+    model.train()
+    train.set_epoch(epoch)
+    tot = torch.zeros((), device=device)
+    n_seen = 0
+    for step, (x, ln, y) in enumerate(train):
+        x = augment(x, ln, cfg.augment, train.norm)
+        with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext():
+            out = model(x, ln)
+        loss = loss_fn(out, x, ln, y)
+        if (device.type != "cuda" or step % 50 == 0) and not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"loss is {loss.item()} at epoch {epoch} step {step}; stopped before "
+                "checkpointing (the last good checkpoint is kept). Lower train.lr, set "
+                "train.grad_clip, or check the inputs for extreme values"
+            )
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if device.type != "cuda" and not torch.isfinite(gn):
+                raise TrainingDivergedError(
+                    f"gradient norm is {gn.item()} at epoch {epoch} step {step}; the last good "
+                    "checkpoint is kept"
+                )
+        run.opt.step()
+        run.sched.step()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
+        tot += loss.detach() * len(y)
+        n_seen += len(y)
+        on_step(step, loss)
+    train_loss = float(tot) / max(n_seen, 1)
+    if not math.isfinite(train_loss) or not all(
+        torch.isfinite(p).all() for p in model.parameters()
+    ):
+        raise TrainingDivergedError(
+            f"loss/weights became non-finite in epoch {epoch}; the last good checkpoint is kept"
+        )
+    return train_loss
+
+
 def fit(
     model: torch.nn.Module,
     train: Batches,
@@ -165,166 +314,58 @@ def fit(
     config_hash: str = "",
     interrupt_after_epoch: int | None = None,
 ) -> FitResult:
-    """Train `model` in place (best weights restored at the end when cfg.restore_best).
+    """Train `model` in place; returns the history and which epoch's weights were kept.
 
-    interrupt_after_epoch: raise KeyboardInterrupt after that epoch's checkpoint (tests).
+    Per epoch: train, validate (the task's figures), early-stopping bookkeeping, log, print,
+    checkpoint. interrupt_after_epoch: raise KeyboardInterrupt after that epoch's checkpoint
+    (tests).
     """
     tracker = tracker or Tracker()
-    device = train.device
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and cfg.amp != "off" else None
-    if cfg.amp == "bf16" and device.type != "cuda":
+    amp_dtype = torch.bfloat16 if train.device.type == "cuda" and cfg.amp != "off" else None
+    if cfg.amp == "bf16" and train.device.type != "cuda":
         log.info("train.amp=bf16 applies on CUDA only; training in float32")
     loss_fn = task.loss_fn(train.y, cfg)
-    monitor = task.check_monitor(cfg.monitor)
-    if val is None or len(val) == 0:
-        monitor = "train_loss"
-    sign = 1.0 if task.monitor_greater_is_better(monitor) else -1.0
-
-    opt = make_optimizer(model, cfg)
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
-            use_buffers=True,
-        )
-        if cfg.ema_decay
-        else None
+    has_val = val is not None and len(val) > 0
+    monitor = task.check_monitor(cfg.monitor) if has_val else "train_loss"
+    stop = EarlyStopping(
+        monitor, task.monitor_greater_is_better(monitor), cfg.patience, cfg.monitor == "auto"
     )
-    evaluated = ema.module if ema is not None else model  # what validation and `best` see
-    steps_per_epoch = train.n_batches()
-    sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
-    history: list[dict[str, float]] = []
-    best = {"score": -math.inf, "epoch": -1, "bad": 0, "state": None}
-    start_epoch, stopped = 0, False
-
+    steps = train.n_batches()
+    run = _Run(model, cfg, cfg.epochs * steps, stop)
     if resume and ckpt_path and Path(ckpt_path).is_file():
-        st = load_state(ckpt_path)
-        if st.get("config_hash") != config_hash:
-            raise ValueError(
-                f"--resume: {ckpt_path} was written by a different config; "
-                "use a new output folder or the same config"
-            )
-        model.load_state_dict(st["model"])
-        if ema is not None:
-            ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        history = st["history"]
-        best = st["best"]
-        start_epoch, stopped = st["epoch"] + 1, st["stopped"]
-        _set_rng_state(st["rng"])  # last, after everything that might draw random numbers
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+        run.load(ckpt_path, config_hash)
 
     progress = _progress(cfg.progress)
     with progress:
-        task_id = progress.add_task("train", total=(cfg.epochs - start_epoch) * steps_per_epoch)
-        for epoch in range(start_epoch, cfg.epochs):
-            if stopped:
+        bar = progress.add_task("train", total=(cfg.epochs - run.start_epoch) * steps)
+        for epoch in range(run.start_epoch, cfg.epochs):
+            if stop.stopped:
                 break
-            model.train()
-            train.set_epoch(epoch)
-            tot = torch.zeros((), device=device)
-            n_seen = 0
-            for step, (x, ln, y) in enumerate(train):
-                x = augment(x, ln, cfg.augment, train.norm)
-                ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext()
-                with ctx:
-                    out = model(x, ln)
-                loss = loss_fn(out, x, ln, y)
-                if (device.type != "cuda" or step % 50 == 0) and not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"loss is {loss.item()} at epoch {epoch} step {step}; stopped before "
-                        f"checkpointing (last good checkpoint kept: {ckpt_path}). Lower "
-                        "train.lr, set train.grad_clip, or check the inputs for extreme values"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if device.type != "cuda" and not torch.isfinite(gn):
-                        raise TrainingDivergedError(
-                            f"gradient norm is {gn.item()} at epoch {epoch} step {step}; "
-                            f"last good checkpoint kept: {ckpt_path}"
-                        )
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                tot += loss.detach() * len(y)
-                n_seen += len(y)
-                progress.update(
-                    task_id,
-                    advance=1,
-                    description=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
-                    if step % 10 == 0
-                    else None,
-                )
-            train_loss = float(tot) / max(n_seen, 1)
-            if not math.isfinite(train_loss) or not all(
-                torch.isfinite(p).all() for p in model.parameters()
-            ):
-                raise TrainingDivergedError(
-                    f"loss/weights became non-finite in epoch {epoch}; last good checkpoint "
-                    f"kept: {ckpt_path}"
-                )
-            row = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
-            if val is not None and len(val):
-                row |= val_metrics(evaluated, val, task, loss_fn, amp_dtype)
-            if monitor not in row:
-                if cfg.monitor != "auto":
-                    raise ValueError(
-                        f"train.monitor={monitor}: the validation data gives no such figure "
-                        "(e.g. F1 and PR-AUC need labelled anomalies in validation); use "
-                        "val_loss"
-                    )
-                log.info("no %s on this validation data: early stopping on val_loss", monitor)
-                monitor, sign = "val_loss", -1.0
-            score = sign * row[monitor]
-            if score > best["score"]:
-                best = {
-                    "score": score,
-                    "epoch": epoch,
-                    "bad": 0,
-                    "state": {
-                        k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()
-                    },
-                }
-            else:
-                best["bad"] += 1
-                if cfg.patience is not None and best["bad"] >= cfg.patience:
-                    stopped = True
-            history.append(row)
+
+            def on_step(step, loss, epoch=epoch):
+                text = f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
+                progress.update(bar, advance=1, description=text if step % 10 == 0 else None)
+
+            train_loss = train_epoch(run, train, loss_fn, epoch, amp_dtype, on_step)
+            row = {"epoch": epoch, "train_loss": train_loss, "lr": run.opt.param_groups[0]["lr"]}
+            if has_val:
+                row |= val_metrics(run.evaluated, val, task, loss_fn, amp_dtype)
+            stop.update(row, epoch, run.evaluated)
+            run.history.append(row)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             # "*" marks the best epoch so far only where its weights will be restored
-            progress.console.print(
-                _fmt_row(row, monitor, best["epoch"] if cfg.restore_best else -1)
-            )
-            last = epoch == cfg.epochs - 1 or stopped
+            mark = stop.best["epoch"] if cfg.restore_best else -1
+            progress.console.print(_fmt_row(row, stop.monitor, mark))
+            last = epoch == cfg.epochs - 1 or stop.stopped
             if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                save_state(
-                    ckpt_path,
-                    {
-                        "epoch": epoch,
-                        "stopped": stopped,
-                        "model": model.state_dict(),
-                        **({"ema": ema.state_dict()} if ema is not None else {}),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "history": history,
-                        "best": best,
-                        "rng": _rng_state(),
-                        "config_hash": config_hash,
-                    },
-                )
+                run.save(ckpt_path, epoch, config_hash)
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch:
                 raise KeyboardInterrupt(f"interrupted after epoch {epoch}")
 
-    restored = bool(cfg.restore_best and best["state"] is not None)
-    if restored:
-        model.load_state_dict(best["state"])
-    elif ema is not None:  # the final model is the average
-        model.load_state_dict(ema.module.state_dict())
-    return FitResult(history, best["epoch"], sign * best["score"], monitor, stopped, restored)
+    restored = run.finish()
+    return FitResult(
+        run.history, stop.best["epoch"], stop.best_score, stop.monitor, stop.stopped, restored
+    )
 
 
 def _fmt_row(row: dict[str, float], monitor: str, best_epoch: int) -> str:

@@ -75,7 +75,7 @@ def champion_reevaluator(cfg: Config, ev, uri: str):
         try:
             _, model = load_scoring_model(resolved, "cpu")
             m = model.evaluate_frame(readings)
-        except (ValueError, KeyError) as e:
+        except Exception as e:  # e.g. an artifact of an older format, other channels
             log.warning("could not re-evaluate champion v%s: %s", mv.version, e)
             return None
         v = m.get(ev.metric)

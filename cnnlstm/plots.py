@@ -142,14 +142,7 @@ def plot_predicted_vs_true(y: np.ndarray, pred: np.ndarray, path: Path, title: s
     lo = float(min(np.min(y), np.min(pred))) if len(y) else 0.0
     hi = float(max(np.max(y), np.max(pred))) if len(y) else 1.0
     ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="perfect")
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "true", "predicted", title)
 
 
 def plot_scores(
@@ -163,9 +156,13 @@ def plot_scores(
         if sel.any():
             ax.hist(score[sel], bins=bins, alpha=0.6, label=name)
     ax.axvline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold:.3g}")
-    ax.set_xlabel("anomaly score")
-    ax.set_ylabel("windows")
     ax.set_yscale("log")
+    return _finish(fig, ax, path, "anomaly score", "windows", title)
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()

@@ -60,8 +60,21 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     class_weights: Literal["none", "balanced"] | list[float] = "none"
 
-    monitor: Literal["auto", "val_macro_f1", "val_accuracy", "val_loss", "val_rmse"] = Field(
-        default="auto", description="auto: macro-F1 for classification, loss otherwise"
+    monitor: Literal[
+        "auto",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+        "val_rmse",
+        "val_mae",
+        "val_pr_auc",
+        "val_f1",
+    ] = Field(
+        default="auto",
+        description="the validation figure early stopping and best-weights restore watch; "
+        "auto: the task's (classify val_macro_f1, regress val_rmse, forecast val_loss, anomaly "
+        "val_pr_auc when supervised else val_loss); each task accepts val_loss and its own "
+        "figures (docs/tasks.md)",
     )
     patience: int | None = Field(default=10, ge=1, description="epochs without improvement")
     restore_best: bool = True

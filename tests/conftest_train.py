@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-HAPT_PARQUET = Path("/work/shared/data/hapt/hapt_50hz.parquet")
+# the raw HAPT table beside the checkout (../shared from the repository root); optional
+HAPT_PARQUET = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hapt" / "hapt_50hz.parquet"
+)
 T0 = datetime(2014, 1, 1, tzinfo=UTC)
 
 

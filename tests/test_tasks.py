@@ -216,6 +216,16 @@ def test_regress_cap_is_inverted_in_metrics_and_graded_at_the_last_window(tmp_pa
     assert m["test"]["rmse"] < 60 and m["val"]["rmse"] > 0.5
     logged = {k: v for s, d in tracker.metrics if s is None for k, v in d.items()}
     assert logged["test_rmse"] == pytest.approx(m["test"]["rmse"])
+    # scoring grades the same way: each unit's last window, in cycles
+    from cnnlstm.pyfunc import CnnLstmModel
+
+    pf = CnnLstmModel.from_file(tmp_path / "run" / "model.safetensors", "cpu")
+    test = _rul().filter(pl.col("split") == "test")
+    pred = pf.predict_frame(test)
+    assert pred["label"].null_count() == 0 and pred["label"].max() > 125  # true, uncapped
+    graded = pf.task.prediction_metrics(pred)
+    assert graded["labelled_windows"] == 3
+    assert graded["rmse"] == pytest.approx(m["test"]["rmse"], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,3 +373,40 @@ def test_no_task_kind_string_is_compared_outside_the_task_module():
         text=True,
     )
     assert [ln for ln in r.stdout.splitlines() if not ln.startswith("cnnlstm/tasks/")] == []
+
+
+def test_supervised_anomaly_reports_the_anomalous_class(tmp_path):
+    from cnnlstm.train import train_from_config
+
+    cfg = _cfg(
+        tmp_path,
+        ["c0", "c1"],
+        data={"label": {"column": "label"}, "columns": {"split": "string"}},
+        window={"size": 32, "stride": 32, "split": {"method": "column", "val_fraction": 0.25}},
+        task={"kind": "anomaly", "method": "supervised"},
+        train={"epochs": 15, "class_weights": "balanced", "patience": None},
+    )
+    m = train_from_config(cfg, tmp_path / "run", readings=_pump(seed=1))
+    assert m["monitor"] == "val_pr_auc" and m["evaluation"]["metric"] == "f1"
+    t = m["test"]
+    assert set(t) >= {"f1", "precision", "recall", "pr_auc", "roc_auc", "threshold"}
+    assert t["n_anomalous"] == 12 and t["pr_auc"] > 0.5
+
+
+def test_reconstruction_anomaly_without_labels_uses_a_score_quantile(tmp_path):
+    from cnnlstm.pyfunc import CnnLstmModel
+    from cnnlstm.train import train_from_config
+
+    readings = _pump(n_ent=6, seed=2).drop("label")
+    cfg = _cfg(
+        tmp_path,
+        ["c0", "c1"],
+        window={"size": 32, "stride": 32, "split": {"method": "entity", "val_fraction": 0.2}},
+        task={"kind": "anomaly", "threshold_quantile": 0.9},
+        train={"epochs": 2},
+    )
+    m = train_from_config(cfg, tmp_path / "run", readings=readings)
+    assert "quantile 0.9 of validation" in m["val"]["threshold_rule"]
+    pf = CnnLstmModel.from_file(tmp_path / "run" / "model.safetensors", "cpu")
+    pred = pf.predict_frame(readings)
+    assert pred["label"].null_count() == pred.height and pred["predicted"].sum() > 0

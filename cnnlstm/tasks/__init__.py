@@ -36,21 +36,13 @@ def resolve_kind(task: TaskConfig, window: WindowConfig) -> str:
 
 
 def check_config(task: TaskConfig, window: WindowConfig, refit_full: bool = False) -> None:
-    """Cross-section checks (raise ValueError naming the parameters)."""
+    """Cross-section checks of the task's kind (raise ValueError naming the parameters)."""
     kind = resolve_kind(task, window)
-    if kind == "regress" and not window.target_column:
-        raise ValueError("task.kind=regress needs window.target_column (the value regressed)")
-    if window.label == "regression_end" and kind != "regress":
-        raise ValueError(f"window.label=regression_end is for task.kind regress, not {kind}")
-    if window.label == "forecast" and kind != "forecast":
-        raise ValueError(f"window.label=forecast is for task.kind forecast, not {kind}")
-    if kind == "anomaly" and refit_full:
-        raise ValueError(
-            "train.refit_full does not apply to task.kind anomaly: its threshold is chosen on "
-            "validation data, which a refit would train on"
-        )
-    if kind == "forecast" and window.label != "forecast":
-        raise ValueError("task.kind=forecast needs window.label: forecast")
+    implied = resolve_kind(TaskConfig(), window)
+    if window.label in ("regression_end", "forecast") and kind != implied:
+        raise ValueError(f"window.label={window.label} is for task.kind {implied}, not {kind}")
+    task.check_options(kind)
+    KINDS[kind].check_config(window, refit_full)
 
 
 def make_task(

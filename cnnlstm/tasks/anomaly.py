@@ -26,6 +26,7 @@ from cnnlstm.tasks.base import Selection, Targets, Task, graded_rows
 
 class Anomaly(Task):
     kind = "anomaly"
+    metric_names = ("f1", "pr_auc", "roc_auc", "precision", "recall", "accuracy")
     epoch_metrics_names = ("val_pr_auc", "val_f1")
     calibrates = True
 
@@ -38,6 +39,14 @@ class Anomaly(Task):
         return "val_loss" if self.reconstruction else "val_pr_auc"
 
     # ---- data --------------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, window, refit_full) -> None:
+        if refit_full:
+            raise ValueError(
+                "train.refit_full does not apply to task.kind anomaly: its threshold is chosen "
+                "on validation data, which a refit would train on"
+            )
+
     def targets(self, cut, classes=None) -> Targets:
         names = ["normal", "anomaly"]
         if cut.codes is None:

@@ -48,6 +48,7 @@ class Task:
 
     kind: ClassVar[str] = ""
     epoch_metrics_names: ClassVar[tuple[str, ...]] = ()  # besides val_loss, per epoch
+    metric_names: ClassVar[tuple[str, ...]] = ()  # scalar metrics a run can be compared on
     default_monitor: ClassVar[str] = "val_loss"
     calibrates: ClassVar[bool] = False  # chooses something on validation outputs after training
 
@@ -57,6 +58,10 @@ class Task:
         self.state: dict[str, Any] = dict(state or {})  # fitted on training data, in the artifact
 
     # ---- config ------------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, window: WindowConfig, refit_full: bool) -> None:
+        """What this kind needs of the other sections (raise ValueError naming them)."""
+
     def config_dump(self) -> dict[str, Any]:
         return self.cfg.model_dump(mode="json") | {"kind": self.kind}
 
@@ -139,13 +144,18 @@ class Task:
         """A named metric of this task as a selection rule (tracking.champion_metric)."""
         if metric == "auto":
             return self.selection
-        if metric.startswith("test_") or metric.startswith("test/"):
+        if metric.startswith("test"):
             raise ValueError(
                 f"tracking.champion_metric={metric}: test metrics are never used to choose; "
-                "name a metric of the task (it is read on validation data)"
+                f"name a validation metric of the task ({', '.join(self.metric_names)}) or auto"
             )
-        metric = metric.removeprefix("val_")
-        return Selection(metric, self.monitor_greater_is_better(metric))
+        name = metric.removeprefix("val_")
+        if name not in self.metric_names:
+            raise ValueError(
+                f"tracking.champion_metric={metric} is not a metric of task {self.kind} "
+                f"(one of {', '.join(self.metric_names)}, or auto)"
+            )
+        return Selection(name, self.monitor_greater_is_better(name))
 
     def summary_lines(self, part: str, m: dict[str, Any]) -> list[str]:
         raise NotImplementedError

@@ -30,6 +30,7 @@ def class_dtype(classes: list[Any]):
 
 class Classify(Task):
     kind = "classify"
+    metric_names = ("accuracy", "macro_f1")
     epoch_metrics_names = ("val_accuracy", "val_macro_f1")
     default_monitor = "val_macro_f1"
 

@@ -90,24 +90,28 @@ class TaskConfig(_Strict):
         default=0.99,
         gt=0,
         lt=1,
-        description="anomaly/reconstruction: when validation has no labelled anomalies, the "
-        "threshold is this quantile of the validation scores",
+        description="anomaly: when validation has no labelled anomalies (or both classes are "
+        "not present), the threshold is this quantile of the validation scores (of the "
+        "training scores without validation)",
     )
 
     @model_validator(mode="after")
     def _options_fit_kind(self) -> TaskConfig:
-        if self.kind == "auto":
-            return self
-        defaults = TaskConfig.model_construct()
-        for opt, kinds in _OPTIONS.items():
-            if self.kind not in kinds and getattr(self, opt) != getattr(defaults, opt):
-                if opt == "target" and self.target == TargetTransform():
-                    continue
-                raise ValueError(
-                    f"task.{opt} applies to task.kind {' or '.join(kinds)}, not {self.kind}"
-                )
         if self.quantiles is not None:
             q = self.quantiles
             if not q or any(not 0 < v < 1 for v in q) or len(set(q)) != len(q):
                 raise ValueError("task.quantiles: distinct values strictly between 0 and 1")
+        if self.kind != "auto":
+            self.check_options(self.kind)
         return self
+
+    def check_options(self, kind: str) -> None:
+        """Options that only mean something for another kind must stay at their default."""
+        defaults = TaskConfig.model_construct()
+        for opt, kinds in _OPTIONS.items():
+            if kind not in kinds and getattr(self, opt) != getattr(defaults, opt):
+                if opt == "target" and self.target == TargetTransform():
+                    continue
+                raise ValueError(
+                    f"task.{opt} applies to task.kind {' or '.join(kinds)}, not {kind}"
+                )

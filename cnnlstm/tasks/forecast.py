@@ -16,6 +16,7 @@ from cnnlstm.tasks.base import Selection, Targets, Task, mse_loss
 
 class Forecast(Task):
     kind = "forecast"
+    metric_names = ("rmse", "mae")
     epoch_metrics_names = ("val_rmse", "val_mae")
     default_monitor = "val_loss"
 
@@ -31,6 +32,11 @@ class Forecast(Task):
     def quantiles(self) -> list[float] | None:
         q = self.cfg.quantiles
         return None if q is None else sorted(set(q) | {0.5})
+
+    @classmethod
+    def check_config(cls, window, refit_full) -> None:
+        if window.label != "forecast":
+            raise ValueError("task.kind=forecast needs window.label: forecast")
 
     def targets(self, cut, classes=None) -> Targets:
         tch = list(self.window.target_channels or cut.raw_channels)

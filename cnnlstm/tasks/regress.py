@@ -25,8 +25,14 @@ def last_per_entity(entity: np.ndarray, start: np.ndarray) -> np.ndarray:
 
 class Regress(Task):
     kind = "regress"
+    metric_names = ("rmse", "mae")
     epoch_metrics_names = ("val_rmse", "val_mae")
     default_monitor = "val_rmse"
+
+    @classmethod
+    def check_config(cls, window, refit_full) -> None:
+        if not window.target_column:
+            raise ValueError("task.kind=regress needs window.target_column (the value regressed)")
 
     def targets(self, cut, classes=None) -> Targets:
         y, keep = labels.end_target(cut, self.window.target_column)
@@ -102,11 +108,11 @@ class Regress(Task):
         import polars as pl
 
         pred = self.decode(out)
-        lab = (
-            [None] * len(w)
-            if truth is None
-            else [None if not np.isfinite(v) else float(v) for v in np.asarray(truth, np.float64)]
-        )
+        if truth is None:
+            lab = [None] * len(w)
+        else:
+            t = np.asarray(truth, np.float64).reshape(len(w), -1)[:, 0]
+            lab = [float(v) if np.isfinite(v) else None for v in t]
         return {
             "predicted": pl.Series(pred[:, 0] if len(pred) else [], dtype=pl.Float64),
             "label": pl.Series(lab, dtype=pl.Float64),
