@@ -12,11 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _skm():
+    """scikit-learn's metrics, imported on first use (the config layer imports this module)."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(K, K) counts; rows are true classes, columns predictions."""
+    skm = _skm()
     if n_classes == 0:
         return np.zeros((0, 0), np.int64)
     return skm.confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)
@@ -25,6 +32,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, class_names: list[str] | None = None
 ) -> dict[str, Any]:
+    skm = _skm()
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     names = class_names or [str(i) for i in range(n_classes)]
@@ -61,6 +69,7 @@ def classification_metrics(
 def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, Any]:
     """Anomaly metrics: F1, precision and recall of the anomalous class (1) at `threshold`
     (flag: score > threshold), PR-AUC (average precision) and ROC-AUC of the score."""
+    skm = _skm()
     y = np.asarray(y_true, dtype=np.int64)
     s = np.asarray(score, dtype=np.float64)
     flag = (s > threshold).astype(np.int64)
@@ -82,6 +91,7 @@ def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> d
 
 def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
     """The score threshold (flag: score > threshold) that maximises F1 of class 1."""
+    skm = _skm()
     p, r, thr = skm.precision_recall_curve(np.asarray(y_true), np.asarray(score, np.float64))
     f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)[:-1]
     k = int(np.argmax(f1))
@@ -93,6 +103,7 @@ def best_f1_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """y: (N, 1) regression or (N, H, K) forecasts; per-horizon errors averaged over targets."""
+    skm = _skm()
     yt = np.asarray(y_true, dtype=np.float64)
     yp = np.asarray(y_pred, dtype=np.float64)
     out: dict[str, Any] = {"n": int(yt.shape[0])}
@@ -114,6 +125,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]
 
 def pinball(y_true: np.ndarray, q_pred: np.ndarray, quantiles: list[float]) -> dict[str, float]:
     """Mean pinball (quantile) loss per quantile; y (N, H, K), q_pred (N, H, K, Q)."""
+    skm = _skm()
     out = {}
     for i, q in enumerate(quantiles):
         out[f"q{q:g}"] = float(

@@ -554,3 +554,18 @@ def test_refit_full_trains_on_train_and_val_for_fixed_epochs(tmp_path):
     assert "val" in m and "test" in m
     _, meta = load_model(tmp_path / "run" / "model.safetensors")
     assert meta.normalizer["center"] != prep.norm.to_dict()["center"]  # refitted on full
+
+
+def test_model_artifact_of_another_format_version_is_refused(tmp_path):
+    """The metadata is typed and versioned: an artifact written by an older cnnlstm (format
+    cnnlstm-model/1, an untyped dict) is refused with a message saying what to do."""
+    from safetensors.torch import save as st_save
+
+    from cnnlstm.checkpoint import _digest, atomic_write_bytes
+
+    tensors = {"w": torch.zeros(2)}
+    meta_json = json.dumps({"format": "cnnlstm-model/1", "task": "classification"})
+    header = {"cnnlstm": meta_json, "sha256": _digest(meta_json, tensors)}
+    atomic_write_bytes(tmp_path / "old.safetensors", st_save(tensors, metadata=header))
+    with pytest.raises(CheckpointError, match="cnnlstm-model/1.*retrain"):
+        load_model(tmp_path / "old.safetensors")
