@@ -52,6 +52,14 @@ def ingest(
     ],
     config: ConfigOpt,
     json_out: Annotated[bool, typer.Option("--json", help="print a JSON report on stdout")] = False,
+    reprocess: Annotated[
+        bool,
+        typer.Option(
+            "--reprocess",
+            help="read files already in the lake again under the current config and replace "
+            "their rows (after a config fix)",
+        ),
+    ] = False,
     override: SetOpt = None,
 ) -> None:
     """Land sensor files in the lake: validated, partitioned, idempotent.
@@ -63,7 +71,7 @@ def ingest(
 
     cfg = _load(config, override)
     try:
-        n = len(expand_sources(paths))
+        n = len(expand_sources(paths, cfg.data.include))
     except FileNotFoundError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -82,7 +90,7 @@ def ingest(
         def tick(rep):
             progress.update(task, advance=1, description=rep.name)
 
-        report = run_ingest(cfg, paths, on_file=tick)
+        report = run_ingest(cfg, paths, on_file=tick, reprocess=reprocess)
     if json_out:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -111,7 +119,7 @@ def _print_ingest(report) -> None:
             f"{f.accepted:,}",
             f"{f.quarantined:,}" if not f.quarantined else f"[yellow]{f.quarantined:,}",
             f"{f.duplicates:,}",
-            f.reason or "",
+            f.reason or "; ".join(f.notes),
         )
     tot = report.totals()
     t.add_section()
@@ -151,6 +159,14 @@ def lake_summary_cmd(config: ConfigOpt, override: SetOpt = None) -> None:
 def lake_quarantine_cmd(
     config: ConfigOpt,
     limit: Annotated[int, typer.Option(help="rows to show")] = 20,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="re-read the source files that have quarantined rows under the current config "
+            "(their rows are replaced; files no longer on disk are listed)",
+        ),
+    ] = False,
     override: SetOpt = None,
 ) -> None:
     """Quarantined rows with their reason, source file and row number."""
@@ -159,12 +175,32 @@ def lake_quarantine_cmd(
     from cnnlstm.lake import scan_quarantine
 
     cfg = _load(config, override)
+    if replay:
+        _replay(cfg)
+        return
     lf = scan_quarantine(cfg.lake_uri)
     if lf is None:
         out.print("No quarantined rows.")
         return
     with pl.Config(fmt_str_lengths=80, tbl_rows=limit):
         out.print(lf.select("source_file", "source_row", "reason", "raw").head(limit).collect())
+
+
+def _replay(cfg) -> None:
+    from cnnlstm.ingest import ingest as run_ingest
+    from cnnlstm.lake import Lake, source_exists
+
+    recs = [r for r in Lake(cfg.lake_uri).records() if r.get("quarantined")]
+    sources = sorted({r["source"] for r in recs})
+    here = [s for s in sources if source_exists(s)]
+    for s in sorted(set(sources) - set(here)):
+        err.print(f"[yellow]not on disk any more, not replayed:[/yellow] {s}")
+    if not here:
+        out.print("No quarantined rows to replay.")
+        raise typer.Exit(0 if not sources else 1)
+    report = run_ingest(cfg, here, reprocess=True)
+    _print_ingest(report)
+    raise typer.Exit(0 if report.clean and len(here) == len(sources) else 1)
 
 
 def _register_stage_commands() -> None:

@@ -33,22 +33,33 @@ class _Strict(BaseModel):
 
 
 class EntitySpec(_Strict):
-    """Where a row's entity id comes from: exactly one of column, constant, from_filename."""
+    """Where a row's entity id comes from: exactly one of column, constant, from_filename, parts.
+
+    ``parts`` makes a composite entity from several values, e.g. ``[split, unit]`` where
+    ``split`` is a path column (data.path_columns) and ``unit`` a source column: the values are
+    joined with ``/`` (a ``/`` or ``%`` inside a value is %-encoded, so ids never collide). The
+    name ``file`` stands for the file name without its extension."""
 
     column: str | None = None
     constant: str | None = None
     from_filename: str | None = Field(
         default=None,
-        description="regex applied to the file name (without .csv/.csv.gz/.parquet); the group "
+        description="regex applied to the file name (without its extension); the group "
         "named 'entity' (or the whole match) is the id. Use '.*' for the file stem.",
+    )
+    parts: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="composite id: source columns, path columns or 'file', joined with '/'",
     )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EntitySpec:
-        given = [k for k in ("column", "constant", "from_filename") if getattr(self, k) is not None]
+        keys = ("column", "constant", "from_filename", "parts")
+        given = [k for k in keys if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "data.entity needs exactly one of column, constant, from_filename "
+                "data.entity needs exactly one of column, constant, from_filename, parts "
                 f"(got {given or 'none'})"
             )
         if self.from_filename is not None:
@@ -57,6 +68,34 @@ class EntitySpec(_Strict):
             except re.error as e:
                 raise ValueError(f"data.entity.from_filename is not a valid regex: {e}") from e
         return self
+
+
+class PathColumns(_Strict):
+    """Metadata taken from each file's path (relative to data.landing when the file is under
+    it): a regex searched in the path whose named groups become columns, e.g.
+    ``'(?P<split>train|test)/subject(?P<subject>\\d+)_'``."""
+
+    pattern: str
+    types: dict[str, Literal["string", "int", "float", "bool"]] = Field(
+        default_factory=dict, description="type per group (default string)"
+    )
+
+    @model_validator(mode="after")
+    def _groups(self) -> PathColumns:
+        try:
+            rx = re.compile(self.pattern)
+        except re.error as e:
+            raise ValueError(f"data.path_columns.pattern is not a valid regex: {e}") from e
+        if not rx.groupindex:
+            raise ValueError("data.path_columns.pattern has no named group (?P<name>...)")
+        extra = set(self.types) - set(rx.groupindex)
+        if extra:
+            raise ValueError(f"data.path_columns.types names no group of the pattern: {extra}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return list(re.compile(self.pattern).groupindex)
 
 
 TimestampFormat = Literal["iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "sample_index"]
@@ -104,7 +143,30 @@ class ChannelSpec(_Strict):
 
 class LabelSpec(_Strict):
     column: str
-    dtype: Literal["int", "string"] = "int"
+    dtype: Literal["int", "float", "bool", "string"] = Field(
+        default="int",
+        description="int accepts integral numbers written as floats (1.0); bool accepts "
+        "true/false, 1/0, yes/no",
+    )
+    default: int | float | bool | str | None = Field(
+        default=None, description="label of the rows of files that have no label column"
+    )
+    default_from: str | None = Field(
+        default=None,
+        description="a path column (data.path_columns) whose value is the label of files "
+        "that have no label column",
+    )
+
+    @model_validator(mode="after")
+    def _one_default(self) -> LabelSpec:
+        if self.default is not None and self.default_from is not None:
+            raise ValueError("data.label: give default or default_from, not both")
+        return self
+
+    @property
+    def optional(self) -> bool:
+        """Files may lack the label column."""
+        return self.default is not None or self.default_from is not None
 
 
 ExtraType = Literal["string", "int", "float", "bool"]
@@ -116,6 +178,31 @@ class CsvOptions(_Strict):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote_char: str | None = '"'
     null_values: list[str] = Field(default_factory=lambda: [""])
+    header: bool = Field(
+        default=True, description="the first line (after skip_rows) names the fields"
+    )
+    names: list[str] | None = Field(
+        default=None,
+        description="field names: replace the header's (header: true) or name a file without "
+        "one (header: false)",
+    )
+    index_column: Literal["auto", "yes", "no"] = Field(
+        default="auto",
+        description="a leading unnamed field (a row index, as pandas/R write it): auto detects "
+        "a header one name short of the rows; it is read as the column row_index",
+    )
+    skip_rows: int = Field(default=0, ge=0, description="lines skipped before the header / data")
+    comment_prefix: str | None = Field(
+        default=None, min_length=1, max_length=5, description="lines starting with it are skipped"
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> CsvOptions:
+        if not self.header and not self.names:
+            raise ValueError("data.csv.header: false needs data.csv.names")
+        if self.names is not None and len(set(self.names)) != len(self.names):
+            raise ValueError(f"data.csv.names has duplicates: {self.names}")
+        return self
 
 
 class DataConfig(_Strict):
@@ -141,6 +228,15 @@ class DataConfig(_Strict):
         default=False, description="accept null channel values (NaN and inf are always rejected)"
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    include: list[str] = Field(
+        default_factory=lambda: ["*.csv", "*.csv.gz", "*.parquet", "*.pq"],
+        min_length=1,
+        description="file name patterns read when a folder is ingested (e.g. '*.txt'); files "
+        "other than .gz and Parquet are read as CSV text",
+    )
+    path_columns: PathColumns | None = Field(
+        default=None, description="metadata columns from each file's path"
+    )
 
     @model_validator(mode="after")
     def _names(self) -> DataConfig:
@@ -148,13 +244,34 @@ class DataConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"data.channels: duplicate names {sorted(dup)}")
-        bad = (set(names) | set(self.columns)) & _RESERVED
+        path = self.path_columns.names if self.path_columns else []
+        bad = (set(names) | set(self.columns) | set(path)) & _RESERVED
         if bad:
             raise ValueError(f"data: reserved column names used: {sorted(bad)}")
         clash = set(names) & set(self.columns)
         if clash:
             raise ValueError(f"data.columns repeats channel names {sorted(clash)}")
+        clash = set(path) & (set(names) | set(self.columns))
+        if clash:
+            raise ValueError(f"data.path_columns groups repeat column names {sorted(clash)}")
+        if self.label and self.label.default_from and self.label.default_from not in path:
+            raise ValueError(
+                f"data.label.default_from={self.label.default_from!r} is not a group of "
+                "data.path_columns.pattern"
+            )
         return self
+
+    @property
+    def path_names(self) -> list[str]:
+        return self.path_columns.names if self.path_columns else []
+
+    def metadata_types(self) -> dict[str, str]:
+        """Every metadata column of the lake with its type: data.columns, then path columns."""
+        out = dict(self.columns)
+        if self.path_columns:
+            for n in self.path_columns.names:
+                out[n] = self.path_columns.types.get(n, "string")
+        return out
 
     @property
     def channel_names(self) -> list[str]:
@@ -164,7 +281,10 @@ class DataConfig(_Strict):
         cols = [c.src for c in self.channels] + [self.timestamp.column]
         if self.entity.column:
             cols.append(self.entity.column)
-        if self.label:
+        for p in self.entity.parts or []:
+            if p != "file" and p not in self.path_names:
+                cols.append(p)
+        if self.label and not self.label.optional:
             cols.append(self.label.column)
         cols += list(self.columns)
         return list(dict.fromkeys(cols))

@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,7 @@ class FileReport:
     quarantined: int = 0
     duplicates: int = 0
     reason: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the file was read (e.g. an index field)
     files_written: int = 0
     seconds: float = 0.0
 
@@ -130,25 +132,28 @@ def ingest(
     cfg: Config,
     inputs: list[str],
     on_file: Callable[[FileReport], None] | None = None,
+    reprocess: bool = False,
 ) -> IngestReport:
     """Ingest files, folders and globs into ``cfg``'s lake. Never raises for a bad file: its
-    report says ``rejected`` and why. ``on_file`` is called after each file (progress)."""
+    report says ``rejected`` and why. ``on_file`` is called after each file (progress).
+    ``reprocess``: read sources already in the lake again under the current config and replace
+    their rows (atomically: readers see the old rows until the new ledger record commits)."""
     lake = Lake(cfg.lake_uri)
     lake.ensure()
     report = IngestReport(lake=cfg.lake_uri)
-    for src in expand_sources(inputs):
-        rep = ingest_file(cfg, lake, src)
+    for src in expand_sources(inputs, cfg.data.include):
+        rep = ingest_file(cfg, lake, src, reprocess=reprocess)
         report.files.append(rep)
         if on_file:
             on_file(rep)
     return report
 
 
-def ingest_file(cfg: Config, lake: Lake, source: str) -> FileReport:
+def ingest_file(cfg: Config, lake: Lake, source: str, reprocess: bool = False) -> FileReport:
     t0 = time.perf_counter()
     rep = FileReport(source=source)
     try:
-        _ingest_one(cfg, lake, source, rep)
+        _ingest_one(cfg, lake, source, rep, reprocess)
     except FileRejected as e:
         _reject(cfg, lake, rep, str(e))
     except LakeError:
@@ -165,7 +170,9 @@ def ingest_file(cfg: Config, lake: Lake, source: str) -> FileReport:
 # one file
 
 
-def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
+def _ingest_one(
+    cfg: Config, lake: Lake, source: str, rep: FileReport, reprocess: bool = False
+) -> None:
     try:
         size = source_size(source)
     except (OSError, FileNotFoundError) as e:
@@ -176,16 +183,18 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
         )
     # A plain local CSV is parsed by polars straight from the file (memory-mapped) and hashed
     # by streaming; anything else (gzip, Parquet, remote) is read into memory once.
-    mapped_csv = is_local(source) and source.lower().endswith(".csv")
+    mapped_csv = is_local(source) and not source.lower().endswith(NOT_TEXT)
     try:
         data: bytes | None = None if mapped_csv else read_bytes(source)
     except OSError as e:
         raise FileRejected(f"cannot read file: {e}") from e
     # The ledger is keyed by sha256. A cheap xxh3 hint says whether this content may have been
     # seen: if so, hash now and skip early; if not, hash in a thread while polars parses.
+    meta = file_meta(cfg, source)  # entity and path columns: a mismatch rejects the file early
+    salt = _path_salt(cfg, meta)
     hint = _hint(data, source)
-    if lake.has_hint(hint):
-        rep.sha256 = _digest(hashlib.sha256(), data, source).hexdigest()
+    if lake.has_hint(hint) and not reprocess:
+        rep.sha256 = _source_key(_digest(hashlib.sha256(), data, source).hexdigest(), salt)
         prev = lake.ledger_record(rep.sha256)
         if prev is not None:
             rep.outcome = "skipped"
@@ -197,17 +206,21 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
     else:
         hasher = _Sha256Thread(data, source)
     if mapped_csv:
-        src, bad = _read_csv(None, cfg.data, path=source)
+        src, bad = _read_csv(None, cfg.data, path=source, notes=rep.notes)
     else:
         assert data is not None
         src, bad = read_source(
-            data, source, cfg.data, cfg.lake.max_file_bytes, cfg.lake.max_rows_per_file
+            data,
+            source,
+            cfg.data,
+            cfg.lake.max_file_bytes,
+            cfg.lake.max_rows_per_file,
+            notes=rep.notes,
         )
     if hasher is not None:
-        rep.sha256 = hasher.result()
+        rep.sha256 = _source_key(hasher.result(), salt)
     rep.rows_read = src.height + len(bad)
-    entity = _entity_from_filename(cfg.data, source)
-    mapped = map_columns(src, cfg.data, entity)
+    mapped = map_columns(src, cfg.data, meta)
     good, quarantine = split_valid(src, mapped, cfg.data)
     quarantine = pl.concat([_bad_rows_frame(bad), quarantine], how="vertical")
     good, dupq, n_dups = dedup_in_file(src, good, cfg.data)
@@ -215,12 +228,14 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
 
     with lake.commit_lock():
         lake.clean_tmp()
-        if (prev := lake.ledger_record(rep.sha256)) is not None:  # a concurrent ingest won
-            rep.outcome = "skipped"
+        old = _replaced(lake, source, rep.sha256) if reprocess else []
+        if not old and (prev := lake.ledger_record(rep.sha256)) is not None:
+            rep.outcome = "skipped"  # a concurrent ingest won
             rep.rows_read = 0
             rep.reason = f"same content committed concurrently from {prev['source']}"
             return
-        good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data)
+        ignore = {f["path"] for r in old for f in r.get("files", [])}
+        good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data, ignore)
         quarantine = pl.concat([quarantine, lakeq], how="vertical")
         rep.duplicates = n_dups + n_lake_dups
         rep.accepted = good.height
@@ -230,8 +245,33 @@ def _ingest_one(cfg: Config, lake: Lake, source: str, rep: FileReport) -> None:
             raw = data if data is not None else read_bytes(source)
             quarantine = _with_source_text(quarantine, raw, source, cfg)
         lake.write_hint(hint, rep.sha256)
-        _commit(cfg, lake, source, rep, good, quarantine)
+        _commit(cfg, lake, source, rep, good, quarantine, old)
+        if old:
+            _remove_replaced(lake, rep.sha256, old)
+            rep.notes.append(
+                f"replaced {sum(r.get('accepted', 0) for r in old)} rows of "
+                f"{len(old)} earlier ingest(s) of this source"
+            )
     rep.outcome = "committed"
+
+
+def _path_salt(cfg: Config, meta: FileMeta) -> str:
+    """What decides a file's rows besides its bytes: the mapping (`mapping_fingerprint`) and,
+    when data.path_columns or a composite entity reads the path, the path values (the same bytes
+    under another path are then other rows)."""
+    d = cfg.data
+    parts: dict[str, Any] = {"mapping": mapping_fingerprint(d)}
+    if d.path_columns is not None or d.entity.parts:
+        parts |= {
+            "path": meta.path,
+            "file": meta.stem if "file" in (d.entity.parts or []) else None,
+        }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _source_key(sha256: str, salt: str) -> str:
+    """The ledger key of a source: its content's sha256 combined with `_path_salt`."""
+    return hashlib.sha256(f"{sha256}\n{salt}".encode()).hexdigest()
 
 
 def _hint(data: bytes | None, path: str) -> str:
@@ -293,9 +333,11 @@ def _commit(
     rep: FileReport,
     good: pl.DataFrame,
     quarantine: pl.DataFrame,
+    old: list[dict[str, Any]] | None = None,
 ) -> None:
     assert rep.sha256 is not None
-    sha16 = rep.sha256[:16]
+    # a replacement writes beside the files it replaces (they stay readable until the commit)
+    sha16 = rep.sha256[:16] + (f"-r{uuid.uuid4().hex[:8]}" if old else "")
     started = datetime.now(UTC)
     files: list[dict[str, Any]] = []
     if good.height:
@@ -331,10 +373,51 @@ def _commit(
         "files": files,
         "quarantine_file": qfile,
         "dataset": cfg.data.name,
+        "mapping": mapping_fingerprint(cfg.data),
+        "supersedes": sorted({r["sha256"] for r in old or []} - {rep.sha256}),
         "cnnlstm_version": __version__,
         "finished_at": datetime.now(UTC).isoformat(),
     }
     lake.write_json(record, f"{LEDGER}/{rep.sha256}.json")  # the commit point
+
+
+def _replaced(lake: Lake, source: str, key: str | None) -> list[dict[str, Any]]:
+    """The committed records a reprocess of `source` replaces: those of the same source path,
+    and the one under the same key."""
+    return [r for r in lake.records() if r.get("source") == source or r["sha256"] == key]
+
+
+def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
+    """After the commit: the replaced records' files and ledger records (a crash here leaves
+    only unreferenced files; readers already follow the new record)."""
+    for r in old:
+        for f in r.get("files", []):
+            lake.fs.rm(lake.abs(f["path"]))
+        if r.get("quarantine_file"):
+            lake.fs.rm(lake.abs(r["quarantine_file"]))
+        if r["sha256"] != key:
+            lake.fs.rm(lake.abs(f"{LEDGER}/{r['sha256']}.json"))
+
+
+def mapping_fingerprint(d: DataConfig) -> str:
+    """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
+    channels and their ranges, label, metadata columns, CSV dialect, path columns). Part of a
+    source's ledger key: after a fix of these, the same file is read again."""
+    keys = (
+        "entity",
+        "timestamp",
+        "label",
+        "columns",
+        "keep_other_columns",
+        "allow_missing_channels",
+        "csv",
+        "path_columns",
+    )
+    dump = d.model_dump(mode="json")
+    doc = {k: dump[k] for k in keys} | {
+        "channels": [{k: c[k] for k in ("name", "source", "min", "max")} for c in dump["channels"]]
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def _reject(cfg: Config, lake: Lake, rep: FileReport, reason: str) -> None:
@@ -367,25 +450,89 @@ def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:
 # reading
 
 
-def _entity_from_filename(cfg: DataConfig, source: str) -> str | None:
-    if cfg.entity.from_filename is None:
-        return cfg.entity.constant
+NOT_TEXT = (".gz", ".parquet", ".pq")  # every other file is read as CSV text
+
+
+def file_stem(source: str) -> str:
+    """The file name without its extension (.csv.gz, .csv, .txt, .parquet, ...)."""
     name = PurePosixPath(source).name
-    stem = re.sub(r"(\.csv\.gz|\.csv|\.parquet|\.pq)$", "", name, flags=re.IGNORECASE)
-    m = re.search(cfg.entity.from_filename, stem)
-    if not m:
+    name = re.sub(r"\.gz$", "", name, flags=re.IGNORECASE)
+    return name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+
+
+@dataclass
+class FileMeta:
+    """What a file's name and path say: a constant entity id and path column values."""
+
+    entity: str | None = None
+    path: dict[str, Any] = field(default_factory=dict)
+    stem: str = ""
+
+
+def _relative(cfg: Config, source: str) -> str:
+    """The source's path relative to data.landing when it is under it, else as given."""
+    if cfg.data.landing:
+        root = cfg.resolve_path(cfg.data.landing).rstrip("/")
+        if source.startswith(root + "/"):
+            return source[len(root) + 1 :]
+    return source.replace("\\", "/")
+
+
+def file_meta(cfg: Config, source: str) -> FileMeta:
+    d = cfg.data
+    stem = file_stem(source)
+    meta = FileMeta(entity=d.entity.constant, stem=stem)
+    if d.path_columns is not None:
+        rel = _relative(cfg, source)
+        m = re.search(d.path_columns.pattern, rel)
+        if not m:
+            raise FileRejected(
+                f"path {rel!r} does not match data.path_columns.pattern {d.path_columns.pattern!r}"
+            )
+        for name, raw in m.groupdict().items():
+            kind = d.path_columns.types.get(name, "string")
+            meta.path[name] = _typed_path_value(name, raw, kind, rel)
+    if d.entity.from_filename is not None:
+        name = PurePosixPath(source).name
+        m = re.search(d.entity.from_filename, stem)
+        if not m:
+            raise FileRejected(
+                f"file name {name!r} does not match "
+                f"data.entity.from_filename {d.entity.from_filename!r}"
+            )
+        meta.entity = m.groupdict().get("entity") or m.group(0)
+        if not meta.entity:
+            raise FileRejected(f"data.entity.from_filename gave an empty entity id for {name!r}")
+    return meta
+
+
+def _typed_path_value(name: str, raw: str | None, kind: str, rel: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low not in ("true", "1", "yes", "false", "0", "no"):
+                raise ValueError(raw)
+            return low in ("true", "1", "yes")
+    except ValueError:
         raise FileRejected(
-            f"file name {name!r} does not match "
-            f"data.entity.from_filename {cfg.entity.from_filename!r}"
-        )
-    ent = m.groupdict().get("entity") or m.group(0)
-    if not ent:
-        raise FileRejected(f"data.entity.from_filename gave an empty entity id for {name!r}")
-    return ent
+            f"path column {name!r}: cannot parse {raw!r} as {kind} (path {rel!r})"
+        ) from None
+    return raw
 
 
 def read_source(
-    data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int
+    data: bytes,
+    source: str,
+    cfg: DataConfig,
+    max_bytes: int,
+    max_rows: int,
+    notes: list[str] | None = None,
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """Parse a source file. Returns the frame of parsed rows (source columns + ``_row``) and the
     rows that could not be parsed at all, as ``(row, reason, raw text)``."""
@@ -398,7 +545,7 @@ def read_source(
         data = _gunzip(data, max_bytes)
         if len(data) == 0:
             raise FileRejected("empty file (gzip holds 0 bytes)")
-    return _read_csv(data, cfg)
+    return _read_csv(data, cfg, notes=notes)
 
 
 def _parsed_numbers(src: pl.DataFrame, source: str) -> bool:
@@ -416,15 +563,8 @@ def _with_source_text(
         data = _gunzip(data, cfg.lake.max_file_bytes)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    c = cfg.data.csv
-    text = pl.read_csv(
-        data,
-        separator=c.delimiter,
-        quote_char=c.quote_char,
-        null_values=c.null_values,
-        infer_schema=False,
-        raise_if_empty=False,
-    ).with_row_index(ROW, offset=1)
+    opts = _read_opts(cfg.data, _layout(data[: 1 << 20], cfg.data, None))
+    text = pl.read_csv(data, **opts).with_row_index(ROW, offset=1)
     raw = text.select(
         pl.col(ROW).cast(pl.Int64).alias("source_row"),
         pl.struct(pl.all().exclude(ROW)).struct.json_encode().alias("_text"),
@@ -486,8 +626,112 @@ def _check_columns(names: list[str], cfg: DataConfig) -> None:
     raise FileRejected(f"missing required columns {missing}; the file has {names}")
 
 
+INDEX_COLUMN = "row_index"  # the name given to a leading unnamed index field
+
+
+@dataclass
+class _Layout:
+    """How the lines of a CSV file map to fields: lines skipped before the data (skip_rows,
+    then the header line) and the names of the fields."""
+
+    skip: int
+    names: list[str]
+
+
+def _csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
+    """The first `n` records of the text (after skip_rows, without comment lines)."""
+    c = cfg.csv
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = head[: e.start].decode("utf-8")
+        if not text.count("\n"):
+            raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
+    lines = [ln for ln in text.splitlines()[c.skip_rows :] if ln.strip()]  # no blank lines
+    if c.comment_prefix:
+        lines = [ln for ln in lines if not ln.startswith(c.comment_prefix)]
+    reader = csv.reader(lines[: n + 5], delimiter=c.delimiter, quotechar=c.quote_char or '"')
+    out = []
+    try:
+        for rec in reader:
+            out.append(rec)
+            if len(out) == n:
+                break
+    except csv.Error:
+        pass
+    return out
+
+
+def _layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> _Layout:
+    """The field names of a CSV file by data.csv (header, names, index_column, skip_rows)."""
+    c = cfg.csv
+    recs = _csv_records(head, cfg, 6)
+    if not recs:
+        raise FileRejected("empty file (only whitespace)" if head else "empty file (0 bytes)")
+    if not c.header:
+        names = list(c.names or [])
+        if len(recs[0]) == len(names) + 1 and c.index_column != "no":
+            names = [INDEX_COLUMN, *names]
+        return _Layout(c.skip_rows, names)
+    header = recs[0]
+    index = c.index_column == "yes" or (
+        c.index_column == "auto"
+        and not (header and header[0] == "")
+        and _looks_indexed(header, recs[1:])
+    )
+    if header and header[0] == "" and c.index_column != "no" and len(header) > 1:
+        header = [INDEX_COLUMN, *header[1:]]  # an index field with an empty name
+        if notes is not None:
+            notes.append(f"the first field has no name: read as {INDEX_COLUMN}")
+    if index:
+        header = [INDEX_COLUMN, *header]
+        if notes is not None:
+            notes.append(
+                f"leading unnamed index field: the header has {len(header) - 1} names, the "
+                f"rows {len(header)} fields; read as {INDEX_COLUMN} (data.csv.index_column)"
+            )
+    if c.names is not None:
+        if len(c.names) != len(header):
+            raise FileRejected(
+                f"data.csv.names has {len(c.names)} names but the file has {len(header)} "
+                f"fields ({header})"
+            )
+        header = list(c.names)
+    return _Layout(c.skip_rows + 1, header)
+
+
+def _looks_indexed(header: list[str], rows: list[list[str]]) -> bool:
+    """A leading unnamed row index, as pandas and R write one: the first rows (at least two)
+    all have one field more than the header, and their first fields count up by one."""
+    if len(rows) < 2 or any(len(r) != len(header) + 1 for r in rows):
+        return False
+    try:
+        first = [int(r[0]) for r in rows]
+    except ValueError:
+        return False
+    return all(b - a == 1 for a, b in zip(first, first[1:], strict=False))
+
+
+def _read_opts(cfg: DataConfig, layout: _Layout) -> dict[str, Any]:
+    c = cfg.csv
+    return dict(
+        separator=c.delimiter,
+        quote_char=c.quote_char,
+        null_values=c.null_values,
+        has_header=False,
+        new_columns=layout.names,
+        skip_rows=layout.skip,
+        comment_prefix=c.comment_prefix,
+        infer_schema=False,
+        raise_if_empty=False,
+    )
+
+
 def _read_csv(
-    data: bytes | None, cfg: DataConfig, path: str | None = None
+    data: bytes | None,
+    cfg: DataConfig,
+    path: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
     ``path`` (only the first 1 MiB is read here, for the header checks)."""
@@ -508,34 +752,23 @@ def _read_csv(
             data = data[3:]
     if not head.strip() and data is not None:
         raise FileRejected("empty file (only whitespace)")
-    header_line = head.split(b"\n", 1)[0].rstrip(b"\r")
-    try:
-        header_text = header_line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
-    header = next(
-        csv.reader([header_text], delimiter=cfg.csv.delimiter, quotechar=cfg.csv.quote_char or '"')
-    )
-    if len(set(header)) != len(header):
-        raise FileRejected(f"duplicate column names in the header: {header}")
-    _check_columns(header, cfg)
-    if data is not None and not data[len(header_line) :].strip(b"\r\n"):
+    layout = _layout(head, cfg, notes)
+    names = layout.names
+    if len(set(names)) != len(names):
+        raise FileRejected(f"duplicate column names in the header: {names}")
+    _check_columns(names, cfg)
+    n_header = layout.skip - cfg.csv.skip_rows
+    if data is not None and len(_csv_records(data[: 1 << 20], cfg, n_header + 1)) <= n_header:
         raise FileRejected("header only: no data rows")
 
-    opts = dict(
-        separator=cfg.csv.delimiter,
-        quote_char=cfg.csv.quote_char,
-        null_values=cfg.csv.null_values,
-        infer_schema=False,
-        raise_if_empty=False,
-    )
+    opts = _read_opts(cfg, layout)
     # fast path: polars parses the numeric columns itself; any unparseable value (or a ragged
     # line) sends the whole file down the careful path, which quarantines row by row
     try:
         df = pl.read_csv(
             data if data is not None else path, schema_overrides=_numeric_overrides(cfg), **opts
         )
-        if df.height and df[header[-1]].null_count() == 0:  # short lines leave trailing nulls
+        if df.height and df[names[-1]].null_count() == 0:  # short lines leave trailing nulls
             return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
     except pl.exceptions.PolarsError:
         pass
@@ -544,7 +777,7 @@ def _read_csv(
             data = f.read()
         if bom:
             data = data[3:]
-    return _read_csv_careful(data, header, cfg)
+    return _read_csv_careful(data, layout, cfg)
 
 
 def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
@@ -556,8 +789,8 @@ def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
         ov[cfg.timestamp.column] = pl.Int64()
     elif fmt in ("epoch_s", "epoch_ms"):
         ov[cfg.timestamp.column] = pl.Float64()
-    if cfg.label is not None and cfg.label.dtype == "int":
-        ov[cfg.label.column] = pl.Int64()
+    if cfg.label is not None and cfg.label.dtype in ("int", "float"):
+        ov[cfg.label.column] = pl.Float64()  # int labels may be written 1.0; checked in mapping
     for name, kind in cfg.columns.items():
         if kind in ("int", "float"):
             ov[name] = EXTRA_DTYPES[kind]
@@ -565,7 +798,7 @@ def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
 
 
 def _read_csv_careful(
-    data: bytes, header: list[str], cfg: DataConfig
+    data: bytes, layout: _Layout, cfg: DataConfig
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """Record by record with the csv module: every line is either a row or a quarantined line."""
     try:
@@ -579,14 +812,27 @@ def _read_csv_careful(
         quotechar=cfg.csv.quote_char or '"',
         strict=True,
     )
+    header = layout.names
     ncol = len(header)
     nulls = set(cfg.csv.null_values)
+    prefix = cfg.csv.comment_prefix
     cols: list[list[str | None]] = [[] for _ in range(ncol)]
     rows: list[int] = []
     bad: list[tuple[int, str, str]] = []
+    raw_skip = cfg.csv.skip_rows
+    header_lines = layout.skip - raw_skip
     try:
-        next(reader)  # header
-        for i, rec in enumerate(reader, start=1):
+        i = 0
+        for rec in reader:
+            if raw_skip:  # data.csv.skip_rows: lines before everything, comments or not
+                raw_skip -= 1
+                continue
+            if prefix and rec and rec[0].startswith(prefix):
+                continue  # comment lines are not rows
+            if header_lines:
+                header_lines -= 1
+                continue
+            i += 1
             if not rec or rec == [""] * len(rec) and len(rec) <= 1:
                 bad.append((i, "blank line", ""))
                 continue
@@ -697,14 +943,70 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
     return typed, err
 
 
-def map_columns(src: pl.DataFrame, cfg: DataConfig, entity: str | None) -> pl.DataFrame:
-    """Source columns -> contract columns (+ ``_row`` and ``_err``, the conversion failures)."""
+def _entity_part(p: str, src: pl.DataFrame, meta: FileMeta) -> pl.Expr:
+    """One part of a composite entity id, with '%' and '/' %-encoded (so joins never collide)."""
+    if p == "file":
+        e = pl.lit(meta.stem, dtype=pl.String)
+    elif p in meta.path:
+        e = pl.lit(None if meta.path[p] is None else str(meta.path[p]), dtype=pl.String)
+    else:
+        e = pl.col(p).cast(pl.String)
+    return e.str.replace_all("%", "%25", literal=True).str.replace_all("/", "%2F", literal=True)
+
+
+def _label(src: pl.DataFrame, cfg: DataConfig, meta: FileMeta) -> tuple[pl.Expr, pl.Expr | None]:
+    """The label by data.label.dtype (int accepts integral floats such as 1.0; bool accepts
+    true/false, 1/0, yes/no); files without the label column take data.label.default or the
+    data.label.default_from path column."""
+    lab = cfg.label
+    assert lab is not None
+    dtype = LABEL_DTYPES[lab.dtype]
+    if lab.column not in src.columns:
+        value = meta.path.get(lab.default_from) if lab.default_from else lab.default
+        col = pl.lit(None if value is None else str(value), dtype=pl.String)
+        stype: pl.DataType = pl.String()
+    else:
+        col, stype = pl.col(lab.column), src.schema[lab.column]
+    if dtype == pl.String:
+        return col.cast(pl.String), None
+    if dtype == pl.Boolean:
+        if stype == pl.Boolean:
+            return col, None
+        low = col.cast(pl.String).str.strip_chars().str.to_lowercase()
+        typed = (
+            pl.when(low.is_in(["true", "1", "yes", "1.0"]))
+            .then(True)
+            .when(low.is_in(["false", "0", "no", "0.0"]))
+            .then(False)
+        )
+        return typed, _conv_error(col, typed, "label")
+    num = (
+        col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        if stype == pl.String
+        else col.cast(pl.Float64, strict=False)
+    )
+    if dtype == pl.Float64:
+        return num, _conv_error(col, num, "label")
+    typed = pl.when(num == num.round()).then(num).cast(pl.Int64, strict=False)
+    err = pl.when(col.is_not_null() & typed.is_null()).then(
+        pl.format("label: cannot parse '{}' as an integer", col.cast(pl.String))
+    )
+    return typed, err
+
+
+def map_columns(src: pl.DataFrame, cfg: DataConfig, meta: FileMeta | None = None) -> pl.DataFrame:
+    """Source columns -> contract columns (+ ``_row`` and ``_err``, the conversion failures).
+    ``meta``: what the file's name and path give (entity, path columns)."""
+    meta = meta or FileMeta(entity=cfg.entity.constant)
     exprs: dict[str, pl.Expr] = {ROW: pl.col(ROW)}
     errs: list[pl.Expr] = []
     if cfg.entity.column:
         exprs["entity_id"] = pl.col(cfg.entity.column).cast(pl.String)
+    elif cfg.entity.parts:
+        parts = [_entity_part(p, src, meta) for p in cfg.entity.parts]
+        exprs["entity_id"] = pl.concat_str(parts, separator="/")
     else:
-        exprs["entity_id"] = pl.lit(entity, dtype=pl.String)
+        exprs["entity_id"] = pl.lit(meta.entity, dtype=pl.String)
     ts, err = _timestamp(src, cfg)
     exprs["timestamp"] = ts
     if err is not None:
@@ -715,14 +1017,10 @@ def map_columns(src: pl.DataFrame, cfg: DataConfig, entity: str | None) -> pl.Da
         if err is not None:
             errs.append(err)
     if cfg.label is not None:
-        dtype = LABEL_DTYPES[cfg.label.dtype]
-        if dtype == pl.String:
-            exprs["label"] = pl.col(cfg.label.column).cast(pl.String)
-        else:
-            typed, err = _to_number(src, cfg.label.column, dtype)
-            exprs["label"] = typed
-            if err is not None:
-                errs.append(err)
+        typed, err = _label(src, cfg, meta)
+        exprs["label"] = typed
+        if err is not None:
+            errs.append(err)
     for name, kind in cfg.columns.items():
         dtype = EXTRA_DTYPES[kind]
         if dtype == pl.String:
@@ -742,6 +1040,9 @@ def map_columns(src: pl.DataFrame, cfg: DataConfig, entity: str | None) -> pl.Da
             exprs[name] = typed
             if err is not None:
                 errs.append(err)
+    for name, value in meta.path.items():
+        kind = cfg.metadata_types()[name]
+        exprs[name] = pl.lit(value, dtype=EXTRA_DTYPES[kind])
     if cfg.keep_other_columns:
         known = set(cfg.required_source_columns()) | {ROW}
         for c in src.columns:
@@ -918,7 +1219,11 @@ def _positions(src: pl.DataFrame, rows: pl.Series) -> pl.Series:
 
 
 def dedup_against_lake(
-    lake: Lake, src: pl.DataFrame, good: pl.DataFrame, cfg: DataConfig
+    lake: Lake,
+    src: pl.DataFrame,
+    good: pl.DataFrame,
+    cfg: DataConfig,
+    ignore: set[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Rows whose key is already in the lake: identical -> dropped as duplicates; different ->
     quarantined, naming the lake file that holds the other value."""
@@ -926,7 +1231,10 @@ def dedup_against_lake(
         return good, _bad_rows_frame([]), 0
     parts = good.select("entity_id", DATE).unique()
     wanted = {(e, d.isoformat()) for e, d in parts.iter_rows()}
-    existing = [f for f in lake.data_files() if (f.entity_id, f.date) in wanted]
+    ignore = ignore or set()  # the files of the records a reprocess replaces
+    existing = [
+        f for f in lake.data_files() if (f.entity_id, f.date) in wanted and f.path not in ignore
+    ]
     if not existing:
         return good, _bad_rows_frame([]), 0
     vals = _value_cols(good)

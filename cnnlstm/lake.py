@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import io
 import json
 import os
@@ -195,10 +196,13 @@ class Lake:
             raise LakeError(f"unreadable ledger record {p}: {e}") from e
 
     def records(self) -> list[dict[str, Any]]:
-        """Committed ledger records, oldest first."""
+        """Committed ledger records, oldest first; a record another one supersedes (a source
+        reprocessed under a new config) is left out, so readers switch at that commit."""
         if not self.fs.exists(self.abs(LEDGER)):
             return []
         recs = [self._read_json(p) for p in self.fs.glob(self.abs(f"{LEDGER}/*.json"))]
+        gone = {k for r in recs for k in r.get("supersedes", []) if k != r["sha256"]}
+        recs = [r for r in recs if r["sha256"] not in gone]
         return sorted(recs, key=lambda r: (r.get("finished_at", ""), r["sha256"]))
 
     def rejections(self) -> list[dict[str, Any]]:
@@ -288,6 +292,11 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def source_exists(path: str) -> bool:
+    fs, p = fsspec.core.url_to_fs(path)
+    return bool(fs.exists(p))
+
+
 def source_size(path: str) -> int:
     fs, p = fsspec.core.url_to_fs(path)
     return int(fs.size(p))
@@ -297,8 +306,11 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def expand_sources(inputs: list[str]) -> list[str]:
-    """Files, folders (recursively) and globs -> sorted unique source files we can read."""
+def expand_sources(inputs: list[str], include: list[str] | None = None) -> list[str]:
+    """Files, folders (recursively) and globs -> sorted unique source files. In folders, the
+    files whose name matches one of `include` (fnmatch patterns, case-insensitive; default:
+    CSV, CSV.gz and Parquet); a file or glob named explicitly is taken whatever its name."""
+    patterns = [p.lower() for p in (include or SOURCE_PATTERNS)]
     out: list[str] = []
     for item in inputs:
         fs, p = fsspec.core.url_to_fs(item)
@@ -312,7 +324,13 @@ def expand_sources(inputs: list[str]) -> list[str]:
             # macOS '._name.csv' or editor lock files
             matches = [m for m in fs.glob(p) if not m.rsplit("/", 1)[-1].startswith(".")]
         elif fs.isdir(p):
-            matches = [m for m in fs.find(p) if _is_source(m)]
+            found = fs.find(p)
+            matches = [m for m in found if _is_source(m, patterns)]
+            if not matches:
+                raise FileNotFoundError(
+                    f"no files matching data.include {patterns} in folder {item} "
+                    f"({_holds(found)}); add a pattern to data.include, e.g. '*.txt'"
+                )
         else:  # a missing file is a usage error (CLI exit 2), not a rejected source
             matches = [p] if fs.exists(p) else []
         if not matches:
@@ -321,9 +339,23 @@ def expand_sources(inputs: list[str]) -> list[str]:
     return sorted(dict.fromkeys(out))
 
 
-SOURCE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+def _holds(paths: list[str]) -> str:
+    """What a folder holds, by file extension: '12 .txt, 1 .md' (or 'it is empty')."""
+    if not paths:
+        return "it is empty"
+    exts: dict[str, int] = {}
+    for m in paths:
+        base = m.rsplit("/", 1)[-1]
+        ext = "." + base.split(".", 1)[1] if "." in base.strip(".") else "(no extension)"
+        exts[ext] = exts.get(ext, 0) + 1
+    top = sorted(exts.items(), key=lambda kv: -kv[1])[:6]
+    return "it holds " + ", ".join(f"{n} {e}" for e, n in top)
 
 
-def _is_source(name: str) -> bool:
+SOURCE_PATTERNS = ["*.csv", "*.csv.gz", "*.parquet", "*.pq"]
+
+
+def _is_source(name: str, patterns: list[str]) -> bool:
     base = name.rsplit("/", 1)[-1]
-    return base.lower().endswith(SOURCE_SUFFIXES) and not base.startswith(".")
+    low = base.lower()
+    return not base.startswith(".") and any(fnmatch.fnmatchcase(low, p) for p in patterns)

@@ -234,10 +234,10 @@ def _dataset(cfg, lineage: dict[str, Any]):
 
     cols = [ColSpec("string", "entity_id"), ColSpec("datetime", "timestamp")]
     cols += [ColSpec("float", c) for c in cfg.data.channel_names]
-    if cfg.data.label is not None:
-        cols.append(ColSpec("long" if cfg.data.label.dtype == "int" else "string", "label"))
     kinds = {"string": "string", "int": "long", "float": "double", "bool": "boolean"}
-    cols += [ColSpec(kinds[t], n) for n, t in cfg.data.columns.items()]
+    if cfg.data.label is not None:
+        cols.append(ColSpec(kinds[cfg.data.label.dtype], "label"))
+    cols += [ColSpec(kinds[t], n) for n, t in cfg.data.metadata_types().items()]
     try:
         source = resolve_dataset_source(lineage["lake"])
     except Exception:  # no registered source type for this URI scheme

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -96,8 +97,10 @@ def prepare_data(
         if c
     ]
     ws = build_windows(readings, channels, wcfg, task, entity_columns=ent_cols)
-    if len(ws.windows) == 0:
-        raise ValueError("no windows: streams shorter than window.size, or no labelled windows")
+    if len(ws.windows) == 0:  # say why: the time steps, the pieces, the labels, what to change
+        if ws.stats is None:
+            raise ValueError("no windows: streams shorter than window.size, or no labelled windows")
+        raise ValueError(ws.stats.explain(wcfg))
     plan = plan_split(ws, wcfg.split)
     parts = split_windows(ws, plan)
     dense = ws
@@ -329,11 +332,17 @@ def train_from_config(
 def artifact(cfg, prep: Prepared, n_in: int, n_out: int) -> ModelArtifact:
     """The typed metadata stored with the weights."""
     ws = prep.ws
+    window = cfg.window.model_dump(mode="json")
+    stats = getattr(ws, "stats", None)
+    if window.get("gap_tolerance_s") is None and stats is not None:
+        # the tolerance derived from the training streams, so scoring cuts the same way
+        tol = stats.gap_tolerance_s
+        window["gap_tolerance_s"] = float(tol) if math.isfinite(tol) else None
     return ModelArtifact(
         task=prep.task.config_dump(),
         task_state=prep.task.state,
         model=cfg.model.model_dump(mode="json"),
-        window=cfg.window.model_dump(mode="json"),
+        window=window,
         channels=list(cfg.data.channel_names),
         input_channels=list(ws.channels),
         n_channels=n_in,

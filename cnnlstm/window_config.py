@@ -76,7 +76,24 @@ class WindowConfig(_Strict):
     gap_tolerance_s: float | None = Field(
         default=None,
         gt=0,
-        description="a time step over this splits the stream; default 1.5x the median step",
+        description="a time step over this splits the stream (and a run of nulls spanning more "
+        "is cut out, see impute); default 1.5x the 90th percentile of the positive time steps "
+        "within entities, at most 10x the median step (a regular stream: 1.5x its step)",
+    )
+    impute: Literal["none", "linear", "ffill", "zero"] = Field(
+        default="none",
+        description="null channel values inside a stream piece: none (an error), linear "
+        "(interpolation in time between the neighbouring observed values; ends: the nearest), "
+        "ffill (the last observed value; leading nulls: the first observed) or zero; a run of "
+        "nulls spanning more than the gap tolerance is dropped and cuts the stream, and a piece "
+        "with a channel never observed is dropped",
+    )
+    min_observed: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="windows whose share of observed (not imputed) values over their valid "
+        "samples and raw channels is below this are not cut (neither trained on nor scored)",
     )
     short: Literal["drop", "pad"] = Field(
         default="drop", description="stream pieces shorter than size: drop, or pad (lengths kept)"

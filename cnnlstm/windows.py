@@ -1,10 +1,14 @@
 """Lake rows -> labelled windows -> splits -> normalised tensors.
 
-Per entity, in time order: optional resampling to a fixed rate, gap detection (a step over the
-tolerance starts a new piece; no window spans a gap), optional derived channels computed per
-piece before windowing (gravity by a Butterworth low-pass, body = raw - gravity), sliding
-windows of ``size`` samples every ``stride`` samples, a label strategy, padding of short
-pieces (lengths kept) or dropping them.
+Per entity, in time order: gap detection (a step over the tolerance starts a new piece; no
+window spans a gap; the default tolerance is robust to routine jitter), null channel values
+filled per piece (``window.impute``; a run of nulls longer than the tolerance cuts like a gap),
+optional resampling to a fixed rate, optional derived channels computed per piece before
+windowing (gravity by a Butterworth low-pass, body = raw - gravity), sliding windows of
+``size`` samples every ``stride`` samples (padding of short pieces, lengths kept, or dropping
+them; windows under ``window.min_observed`` observed values dropped), a label strategy.
+`describe_streams` / `StreamStats` say what this made of a set of readings (and why no window
+came out).
 Everything is materialised with index arithmetic and one gather (no Python loop per window).
 
 `cut_windows` cuts every window and keeps the per-row arrays label strategies read;
@@ -20,7 +24,8 @@ say where each window came from.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -64,10 +69,11 @@ class WindowSet:
     class_names: list[str] = field(default_factory=list)
     entity_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_channels: list[str] = field(default_factory=list)
+    stats: StreamStats | None = None  # what the cut made of the readings (diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------
-# streams: sort, resample, split at gaps
+# streams: sort, split at gaps, fill nulls, resample
 
 
 def _collect(readings: pl.LazyFrame | pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -85,27 +91,130 @@ def _timestamps_us(s: pl.Series) -> np.ndarray:
     return s.cast(pl.Int64).to_numpy()
 
 
+def _iso(us: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))).isoformat()
+
+
+def _steps(ent: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The positive time steps within entities (rows sorted by entity, then time), in us."""
+    if len(ts) < 2:
+        return np.zeros(0, np.int64)
+    dt = np.diff(ts)
+    return dt[(ent[1:] == ent[:-1]) & (dt > 0)]
+
+
+def default_gap_tolerance_us(steps: np.ndarray) -> float:
+    """The gap tolerance when window.gap_tolerance_s is unset: 1.5x the 90th percentile of the
+    positive within-entity time steps, at most 10x the median step. Routine jitter (a 1 Hz log
+    with frequent 2 s steps) does not cut, a dropout of minutes does, and a regular stream gets
+    exactly 1.5x its step. inf when there is no step."""
+    if not len(steps):
+        return math.inf
+    p90 = float(np.percentile(steps, 90))
+    med = float(np.median(steps))
+    return min(1.5 * p90, 10.0 * med)
+
+
 def _segments(ent: np.ndarray, ts: np.ndarray, tol_us: float | None) -> np.ndarray:
-    """Piece id per row: a new piece where the entity changes or the time step exceeds tol."""
+    """Piece id per row: a new piece where the entity changes or the time step exceeds tol
+    (None: `default_gap_tolerance_us` of the steps)."""
     new = np.ones(len(ts), dtype=bool)
     if len(ts) > 1:
-        dt = np.diff(ts)
-        same = ent[1:] == ent[:-1]
         if tol_us is None:
-            steps = dt[same & (dt > 0)]
-            tol_us = 1.5 * float(np.median(steps)) if len(steps) else math.inf
-        new[1:] = ~same | (dt > tol_us)
+            tol_us = default_gap_tolerance_us(_steps(ent, ts))
+        new[1:] = (ent[1:] != ent[:-1]) | (np.diff(ts) > tol_us)
     return np.cumsum(new) - 1
 
 
-def _resample(seg, ts, x, extra, rate_hz):
+def _row_bounds(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first and the last row of its piece."""
+    starts, ends = _pieces(seg)
+    pid = np.repeat(np.arange(len(starts)), ends - starts)
+    return starts[pid], ends[pid] - 1
+
+
+def _neighbours(obs: np.ndarray, first: np.ndarray, last: np.ndarray):
+    """Per row, the previous (at or before) and next (at or after) observed row of its piece;
+    -1 where there is none. Vectorised over rows (running max / min of the observed indices)."""
+    n = len(obs)
+    i = np.arange(n)
+    prev = np.maximum.accumulate(np.where(obs, i, -1)) if n else i
+    nxt = np.minimum.accumulate(np.where(obs, i, n)[::-1])[::-1] if n else i
+    return np.where(prev >= first, prev, -1), np.where(nxt <= last, nxt, -1)
+
+
+def _long_null_runs(null: np.ndarray, ts, first, last, tol_us: float) -> np.ndarray:
+    """Rows of the runs of nulls (one channel) whose time span, from the run's first to its
+    last row, exceeds the tolerance."""
+    prev, nxt = _neighbours(~null, first, last)
+    r = np.flatnonzero(null)
+    run_first = np.where(prev[r] >= 0, prev[r] + 1, first[r])
+    run_last = np.where(nxt[r] >= 0, nxt[r] - 1, last[r])
+    out = np.zeros(len(null), dtype=bool)
+    out[r] = ts[run_last] - ts[run_first] > tol_us
+    return out
+
+
+def _fill(v: np.ndarray, null: np.ndarray, ts, first, last, method: str) -> np.ndarray:
+    """One channel with its nulls filled within pieces (each piece has an observed value)."""
+    out = v.copy()
+    r = np.flatnonzero(null)
+    if method == "zero":
+        out[r] = 0.0
+        return out
+    prev, nxt = _neighbours(~null, first, last)
+    p, n = prev[r], nxt[r]
+    if method == "ffill":  # the last observed value; leading nulls take the first observed
+        out[r] = v[np.where(p >= 0, p, n)]
+        return out
+    # linear in time between the neighbouring observed values; at the ends the nearest one
+    a, b = np.where(p >= 0, p, n), np.where(n >= 0, n, p)
+    span = (ts[b] - ts[a]).astype(np.float64)
+    w = np.divide((ts[r] - ts[a]).astype(np.float64), span, out=np.zeros(len(r)), where=span > 0)
+    va, vb = v[a].astype(np.float64), v[b].astype(np.float64)
+    out[r] = (va + w * (vb - va)).astype(v.dtype)
+    return out
+
+
+def _handle_nulls(seg, ts, x, null, method: str, tol_us: float, stats: StreamStats):
+    """(rows kept, their piece ids, channels filled, observed mask). Runs of nulls spanning more
+    than the tolerance are dropped and cut the stream like a time gap; then pieces with a
+    channel never observed are dropped; then each channel's nulls are filled (`_fill`). Loops
+    over channels only."""
+    first, last = _row_bounds(seg)
+    drop = np.zeros(len(ts), dtype=bool)
+    for c in np.flatnonzero(null.any(0)):
+        drop |= _long_null_runs(null[:, c], ts, first, last, tol_us)
+    keep = np.flatnonzero(~drop)
+    new = np.ones(len(keep), dtype=bool)  # a piece starts where dropped rows lie in between
+    new[1:] = (seg[keep[1:]] != seg[keep[:-1]]) | (np.diff(keep) > 1)
+    obs = ~null[keep]
+    if len(keep):
+        starts = np.flatnonzero(new)
+        n_obs = np.add.reduceat(obs.astype(np.int64), starts, axis=0)  # (P, C)
+        bad = (n_obs == 0).any(1)
+        ok = ~np.repeat(bad, np.diff(np.r_[starts, len(keep)]))
+        stats.unobserved_pieces = int(bad.sum())
+        stats.unobserved_rows = int((~ok).sum())
+        keep, new, obs = keep[ok], new[ok], obs[ok]
+    stats.null_run_rows = int(drop.sum())
+    seg = np.cumsum(new) - 1
+    ts, x = ts[keep], x[keep]
+    first, last = _row_bounds(seg)
+    for c in np.flatnonzero(~obs.all(0)):
+        x[:, c] = _fill(x[:, c], ~obs[:, c], ts, first, last, method)
+    return keep, seg, x, obs
+
+
+def _resample(seg, ts, x, extra, rate_hz, obs=None):
     """Linear resampling of channels onto a regular grid per piece; other columns take the value
-    of the last reading at or before each grid instant. Loops over pieces only."""
+    of the last reading at or before each grid instant; a grid value is observed when the
+    readings on both sides of it are (or the reading it falls on is). Loops over pieces only."""
     step = 1e6 / rate_hz
     bounds = np.flatnonzero(np.diff(seg)) + 1
     starts = np.r_[0, bounds]
     ends = np.r_[bounds, len(seg)]
-    out_ts, out_x, out_seg, out_idx = [], [], [], []
+    out_ts, out_x, out_seg, out_idx, out_obs = [], [], [], [], []
     for s, e in zip(starts, ends, strict=True):
         t = ts[s:e]
         grid = t[0] + np.arange(int((t[-1] - t[0]) // step) + 1) * step
@@ -113,13 +222,18 @@ def _resample(seg, ts, x, extra, rate_hz):
         out_x.append(np.stack([np.interp(grid, t, x[s:e, c]) for c in range(x.shape[1])], 1))
         out_seg.append(np.full(len(grid), seg[s]))
         out_idx.append(s + np.searchsorted(t, grid, side="right") - 1)
+        if obs is not None:
+            o = obs[s:e].astype(np.float64)
+            out_obs.append(
+                np.stack([np.interp(grid, t, o[:, c]) >= 1.0 for c in range(x.shape[1])], 1)
+            )
     idx = np.concatenate(out_idx)
     return (
         np.concatenate(out_seg),
         np.concatenate(out_ts),
         np.concatenate(out_x).astype(np.float32),
         {k: v[idx] for k, v in extra.items()},
-        idx,
+        np.concatenate(out_obs) if obs is not None else None,
     )
 
 
@@ -214,10 +328,131 @@ def derive_channels(
 # the main entry points: cut (every window, no labels) and label (what the task asks for)
 
 
+def _num(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:,.6g}"
+
+
+@dataclass
+class StreamStats:
+    """What windowing made of a set of readings (`describe_streams`, `Cut.stats`,
+    `WindowSet.stats`), for reports and for the error raised when no window comes out. Times in
+    seconds; piece lengths in samples as windowed (after resampling when sample_rate_hz is
+    set)."""
+
+    n_entities: int
+    n_rows: int
+    step_median_s: float  # positive time steps within entities (nan: none)
+    step_p90_s: float
+    step_max_s: float
+    gap_tolerance_s: float  # the tolerance used (inf: no step to derive one from)
+    tolerance_default: bool  # derived from the steps (window.gap_tolerance_s unset)
+    n_gap_steps: int = 0  # steps over the tolerance (each starts a new piece)
+    gap_step_median_s: float = math.nan  # the median of those steps
+    null_rows: int = 0  # rows with a null channel value
+    null_run_rows: int = 0  # dropped: in a run of nulls spanning more than the tolerance
+    unobserved_pieces: int = 0  # dropped: a channel never observed in the piece
+    unobserved_rows: int = 0
+    n_pieces: int = 0
+    piece_len_min: int = 0
+    piece_len_median: float = 0.0
+    piece_len_p90: float = 0.0
+    piece_len_max: int = 0
+    window_size: int = 0
+    horizon: int = 0  # rows after each window (forecast targets)
+    n_windows_cut: int = 0  # before window.min_observed
+    n_low_observed: int = 0  # dropped by window.min_observed
+    observed_max: float = math.nan  # the highest observed share of a cut window
+    n_windows: int = 0  # after window.min_observed
+    n_unlabelled: int | None = None  # of n_windows, those without a target (build_windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def explain(self, cfg: WindowConfig) -> str:
+        """Why no window came out and which setting to change (the no-windows error)."""
+        tol = (
+            "no step"
+            if not np.isfinite(self.gap_tolerance_s)
+            else f"{_num(self.gap_tolerance_s)} s"
+        )
+        how = (
+            "the default: 1.5x the 90th-percentile step, at most 10x the median"
+            if self.tolerance_default
+            else "window.gap_tolerance_s"
+        )
+        need = self.window_size + self.horizon
+        lines = [
+            f"no windows: {self.n_entities:,} {'entity' if self.n_entities == 1 else 'entities'}, "
+            f"{self.n_rows:,} rows; time steps within "
+            f"entities: median {_num(self.step_median_s)} s, 90th percentile "
+            f"{_num(self.step_p90_s)} s, max {_num(self.step_max_s)} s",
+            f"gap rule: a step over {tol} ({how}) starts a new piece; {self.n_gap_steps:,} steps "
+            f"did (median {_num(self.gap_step_median_s)} s); {self.n_pieces:,} pieces, lengths "
+            f"(samples) min {self.piece_len_min:,}, median {_num(self.piece_len_median)}, 90th "
+            f"percentile {_num(self.piece_len_p90)}, max {self.piece_len_max:,}",
+        ]
+        if self.null_rows:
+            lines.append(
+                f"nulls: {self.null_rows:,} rows had a null channel value; "
+                f"{self.null_run_rows:,} rows dropped in runs of nulls spanning more than the "
+                f"gap tolerance, {self.unobserved_pieces:,} pieces ({self.unobserved_rows:,} "
+                "rows) dropped for a channel never observed in them"
+            )
+        size = f"window.size {self.window_size}" + (
+            f" + horizon {self.horizon}" if self.horizon else ""
+        )
+        text = (
+            f"windows: {self.n_windows_cut:,} cut (a window needs {need} rows: {size}; "
+            f"window.short: {cfg.short})"
+        )
+        if cfg.min_observed > 0:
+            text += f", {self.n_low_observed:,} dropped by window.min_observed {cfg.min_observed:g}"
+        if self.n_unlabelled is not None and self.n_windows:
+            text += f", {self.n_unlabelled:,} of {self.n_windows:,} without a label for the task"
+        lines.append(text)
+
+        if self.n_windows_cut == 0:
+            fixes = []
+            if self.n_gap_steps:
+                fixes.append(
+                    "raise window.gap_tolerance_s above the steps that should not cut (those over "
+                    f"{tol} have median {_num(self.gap_step_median_s)} s)"
+                )
+            if cfg.short == "drop":
+                fixes.append(
+                    "set window.short: pad with window.min_length (at most "
+                    f"{max(self.piece_len_max - self.horizon, 1):,} here) to pad short pieces"
+                )
+            else:
+                fixes.append(f"lower window.min_length (now {cfg.min_length})")
+            fixes.append(
+                f"use a smaller window.size (the longest piece has {self.piece_len_max:,} samples)"
+            )
+            if self.null_run_rows:
+                fixes.append(
+                    "a larger window.gap_tolerance_s also fills longer runs of nulls (they cut "
+                    "the stream and dropped rows above)"
+                )
+            lines.append("to get windows: " + "; or ".join(fixes))
+        elif self.n_windows == 0:
+            lines.append(
+                f"to get windows: lower window.min_observed (now {cfg.min_observed:g}; the best "
+                f"window has {_num(self.observed_max)} of its values observed)"
+            )
+        elif self.n_unlabelled:
+            lines.append(
+                f"to get windows, fix the labels: {self.n_unlabelled:,} of {self.n_windows:,} "
+                "windows had no label the task uses (null labels, under window.min_purity, or "
+                "values outside window.classes / in window.drop_labels; data.label names the "
+                "column, window.label the strategy)"
+            )
+        return "\n".join(lines)
+
+
 @dataclass
 class Cut:
-    """Every window of a set of readings, before any labelling or filtering, plus the per-row
-    arrays that label strategies read. ``windows.y`` is empty here; a task fills it."""
+    """Every window of a set of readings, before any labelling, plus the per-row arrays that
+    label strategies read. ``windows.y`` is empty here; a task fills it."""
 
     windows: Windows
     channels: list[str]  # raw channels, then derived ones
@@ -235,26 +470,33 @@ class Cut:
     target: np.ndarray | None = None  # (T,) float64 of window.target_column
     entity_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     horizon: int = 0  # rows after each window that belong to it (forecast targets)
+    # (N,) share of observed (not imputed) values over each window's valid samples and raw
+    # channels (1 without nulls)
+    observed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    stats: StreamStats | None = None
 
 
-def cut_windows(
-    readings: pl.LazyFrame | pl.DataFrame,
-    channels: list[str],
-    cfg: WindowConfig,
-    *,
-    stride: int | None = None,
-    horizon: int = 0,
-    entity_columns: list[str] | None = None,
-) -> Cut:
-    """Cut readings (the lake contract) into every window (``stride`` overrides cfg.stride;
-    ``horizon`` rows after the input are kept for forecast targets). An optional ``label``
-    column and ``window.target_column`` are read along for labelling; ``entity_columns`` are
-    metadata columns kept once per entity (first value)."""
+@dataclass
+class _Streams:
+    """Rows in entity, time order, split into pieces, nulls filled, resampled."""
+
+    uniq_ent: np.ndarray
+    seg: np.ndarray  # (T,) piece id
+    ts: np.ndarray  # (T,) us
+    x: np.ndarray  # (T, C) raw channels, float32, no nulls
+    obs: np.ndarray | None  # (T, C) observed (not imputed); None: every value observed
+    extra: dict[str, np.ndarray]  # per-row columns: ent (codes), code (labels), target
+    values: list[Any]  # label code -> value
+    stats: StreamStats
+
+
+def _read(readings, channels: list[str], cfg: WindowConfig, entity_columns: list[str] | None):
+    """The readings' columns windowing needs, sorted by entity and time; and the entity-level
+    metadata columns."""
     if not channels:
         raise ValueError("channels is empty")
     if cfg.size < 1:
         raise ValueError("window.size must be >= 1")
-    stride = stride or cfg.stride
     lf = readings.lazy() if isinstance(readings, pl.DataFrame) else readings
     have = set(lf.collect_schema().names())
     ent_cols = [c for c in dict.fromkeys(entity_columns or []) if c not in ("entity_id",)]
@@ -269,12 +511,36 @@ def cut_windows(
     df = _collect(readings, cols)
     if df.height == 0:
         raise ValueError("no readings to window (check the lake, entities and time range)")
+    return df, ent_cols
 
+
+def _null_error(null: np.ndarray, ent: np.ndarray, ts: np.ndarray, channels: list[str]):
+    rows = np.flatnonzero(null.any(1))
+    r = int(rows[0])
+    per = ", ".join(f"{channels[c]} {int(n):,}" for c, n in enumerate(null.sum(0)) if n)
+    return ValueError(
+        f"readings hold nulls in channel columns: {len(rows):,} rows (null values per channel: "
+        f"{per}), e.g. entity {str(ent[r])!r} at {_iso(ts[r])}, channel "
+        f"{channels[int(np.argmax(null[r]))]!r}. Set window.impute (linear, ffill or zero) to "
+        "fill them; runs of nulls spanning more than the gap tolerance are then cut out like "
+        "time gaps"
+    )
+
+
+def _streams(df: pl.DataFrame, channels: list[str], cfg: WindowConfig) -> _Streams:
     ent = df["entity_id"].cast(pl.String).to_numpy()
     ts = _timestamps_us(df["timestamp"])
-    x = df.select(channels).to_numpy().astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError("readings hold NaN/inf or nulls in channel columns")
+    x = np.asarray(df.select(pl.col(channels).cast(pl.Float32)).to_numpy(), np.float32)
+    null = None
+    if sum(df.select(pl.col(channels).null_count()).row(0)):
+        null = df.select(pl.col(channels).is_null()).to_numpy()  # (T, C)
+    bad = ~np.isfinite(x) if null is None else ~np.isfinite(x) & ~null
+    if bad.any():
+        r = int(np.flatnonzero(bad.any(1))[0])
+        raise ValueError(
+            f"readings hold NaN/inf in channel columns ({int(bad.sum()):,} values), e.g. entity "
+            f"{str(ent[r])!r} at {_iso(ts[r])}, channel {channels[int(np.argmax(bad[r]))]!r}"
+        )
     uniq_ent, ent_codes = np.unique(ent, return_inverse=True)
 
     # label values -> codes over all distinct values (-1: null)
@@ -288,23 +554,118 @@ def cut_windows(
     if cfg.target_column and cfg.target_column in df.columns:
         extra["target"] = df[cfg.target_column].cast(pl.Float64).to_numpy()
 
-    tol = None if cfg.gap_tolerance_s is None else cfg.gap_tolerance_s * 1e6
+    # gaps: a step over the tolerance starts a new piece
+    steps = _steps(ent, ts)
+    default = cfg.gap_tolerance_s is None
+    tol = default_gap_tolerance_us(steps) if default else cfg.gap_tolerance_s * 1e6
     seg = _segments(ent, ts, tol)
-    if cfg.sample_rate_hz is not None:
-        seg, ts, x, extra, _ = _resample(seg, ts, x, extra, cfg.sample_rate_hz)
-        ent_codes = extra["ent"]
-    x = derive_channels(x, seg, ts, list(channels), cfg)  # (T, C + D); a no-op without derived
+    cutting = steps[steps > tol]
+    q = np.percentile(steps, [50, 90, 100]) / 1e6 if len(steps) else np.full(3, math.nan)
+    stats = StreamStats(
+        n_entities=len(uniq_ent),
+        n_rows=len(ts),
+        step_median_s=float(q[0]),
+        step_p90_s=float(q[1]),
+        step_max_s=float(q[2]),
+        gap_tolerance_s=tol / 1e6,
+        tolerance_default=default,
+        n_gap_steps=len(cutting),
+        gap_step_median_s=float(np.median(cutting)) / 1e6 if len(cutting) else math.nan,
+    )
+
+    # nulls: an error, or filled (long runs cut out, pieces with a channel never seen dropped)
+    obs = None
+    if null is not None:
+        if cfg.impute == "none":
+            raise _null_error(null, ent, ts, channels)
+        stats.null_rows = int(null.any(1).sum())
+        keep, seg, x, obs = _handle_nulls(seg, ts, x, null, cfg.impute, tol, stats)
+        ts = ts[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
+    if cfg.sample_rate_hz is not None and len(ts):
+        seg, ts, x, extra, obs = _resample(seg, ts, x, extra, cfg.sample_rate_hz, obs)
+
+    starts, ends = _pieces(seg) if len(seg) else (np.zeros(0, np.int64),) * 2
+    n = ends - starts
+    stats.n_pieces = len(n)
+    if len(n):
+        stats.piece_len_min, stats.piece_len_max = int(n.min()), int(n.max())
+        stats.piece_len_median, stats.piece_len_p90 = (float(v) for v in np.percentile(n, [50, 90]))
+    return _Streams(uniq_ent, seg, ts, x, obs, extra, values, stats)
+
+
+def _cut_index(s: _Streams, cfg: WindowConfig, stride: int, h: int):
+    """(starts, lengths, idx, mask, observed) of the windows kept: every window of every piece
+    (`_window_starts`) whose observed share is at least window.min_observed."""
+    starts, valid = _window_starts(
+        s.seg, cfg.size + h, stride, cfg.short == "pad", cfg.min_length + h
+    )
+    lengths = valid - h  # input samples per window
+    pos = np.arange(cfg.size)
+    mask = pos[None, :] < lengths[:, None]  # (N, L)
+    idx = starts[:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)  # (N, L) row gather
+    if s.obs is None:
+        observed = np.ones(len(starts))
+    else:  # share of observed raw-channel values over the valid samples
+        per_row = s.obs.mean(1)
+        observed = (per_row[idx] * mask).sum(1) / np.maximum(lengths, 1)
+    st = s.stats
+    st.window_size, st.horizon, st.n_windows_cut = cfg.size, h, len(starts)
+    st.observed_max = float(observed.max()) if len(observed) else math.nan
+    if cfg.min_observed > 0:
+        keep = observed >= cfg.min_observed - 1e-9
+        starts, lengths, idx, mask, observed = (
+            a[keep] for a in (starts, lengths, idx, mask, observed)
+        )
+    st.n_low_observed = st.n_windows_cut - len(starts)
+    st.n_windows = len(starts)
+    return starts, lengths, idx, mask, observed.astype(np.float32)
+
+
+def describe_streams(
+    readings: pl.LazyFrame | pl.DataFrame,
+    channels: list[str],
+    cfg: WindowConfig,
+    *,
+    stride: int | None = None,
+    horizon: int = 0,
+) -> StreamStats:
+    """What windowing makes of the readings, without gathering a window: entities, rows, the
+    time steps, the gap tolerance and the pieces, nulls filled or dropped, windows cut and
+    dropped by window.min_observed (labels are not looked at: `build_windows` adds
+    ``n_unlabelled``). `StreamStats.explain` turns it into advice."""
+    df, _ = _read(readings, channels, cfg, None)
+    s = _streams(df, list(channels), cfg)
+    _cut_index(s, cfg, stride or cfg.stride, horizon)
+    return s.stats
+
+
+def cut_windows(
+    readings: pl.LazyFrame | pl.DataFrame,
+    channels: list[str],
+    cfg: WindowConfig,
+    *,
+    stride: int | None = None,
+    horizon: int = 0,
+    entity_columns: list[str] | None = None,
+) -> Cut:
+    """Cut readings (the lake contract) into every window (``stride`` overrides cfg.stride;
+    ``horizon`` rows after the input are kept for forecast targets). An optional ``label``
+    column and ``window.target_column`` are read along for labelling; ``entity_columns`` are
+    metadata columns kept once per entity (first value). Null channel values are filled as
+    window.impute says, and windows under window.min_observed are not cut."""
+    stride = stride or cfg.stride
+    df, ent_cols = _read(readings, channels, cfg, entity_columns)
+    s = _streams(df, list(channels), cfg)
+    ts, extra, ent_codes = s.ts, s.extra, s.extra["ent"]
+    if len(ts):  # derived channels: a no-op without window.derived
+        x = derive_channels(s.x, s.seg, ts, list(channels), cfg)
+    else:
+        x = np.zeros((0, len(channels) + len(derived_names(list(channels), cfg))), np.float32)
 
     # windows: start row + valid rows; `horizon` more rows after the input (forecast targets)
     h = horizon
-    starts, valid = _window_starts(
-        seg, cfg.size + h, stride, cfg.short == "pad", cfg.min_length + h
-    )
-    lengths = valid - h  # input samples per window
-    L = cfg.size
-    pos = np.arange(L)
-    mask = pos[None, :] < lengths[:, None]  # (N, L)
-    idx = starts[:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)  # (N, L) row gather
+    starts, lengths, idx, mask, observed = _cut_index(s, cfg, stride, h)
     xw = x[idx]  # (N, L, C)
     xw[~mask] = 0.0
     xw = np.ascontiguousarray(xw.transpose(0, 2, 1))  # (N, C, L)
@@ -328,7 +689,7 @@ def cut_windows(
         x=xw,
         lengths=lengths.astype(np.int64),
         y=np.zeros(len(starts), np.int64),
-        entity=uniq_ent[ent_codes[starts]],
+        entity=s.uniq_ent[ent_codes[starts]],
         start=ts[starts],
         end=ts[last + h],
     )
@@ -342,13 +703,15 @@ def cut_windows(
         idx=idx,
         mask=mask,
         ent_codes=ent_codes,
-        n_entities=len(uniq_ent),
+        n_entities=len(s.uniq_ent),
         codes=extra.get("code"),
-        values=values,
+        values=s.values,
         label_names=names,
         target=extra.get("target"),
         entity_meta=meta,
         horizon=h,
+        observed=observed,
+        stats=s.stats,
     )
 
 
@@ -364,7 +727,8 @@ def build_windows(
 ) -> WindowSet:
     """Cut and label: the windows that carry a target for `task` (a `cnnlstm.tasks.Task`;
     default: the kind window.label implies). ``classes`` fixes the class list (so a second
-    window set, e.g. a denser training set, shares the map)."""
+    window set, e.g. a denser training set, shares the map). ``stats`` on the result says what
+    the cut made of the readings (`StreamStats`, with ``n_unlabelled`` filled in)."""
     if task is None:
         from cnnlstm.tasks import make_task
 
@@ -380,13 +744,17 @@ def build_windows(
     t = task.targets(cut, classes)
     w = cut.windows
     w.y = t.y
+    keep = np.flatnonzero(t.keep)
+    if cut.stats is not None:
+        cut.stats.n_unlabelled = len(w) - len(keep)
     return WindowSet(
-        w.subset(np.flatnonzero(t.keep)),
+        w.subset(keep),
         cut.channels,
         t.classes,
         t.class_names,
         cut.entity_meta,
         t.target_channels,
+        cut.stats,
     )
 
 

@@ -57,7 +57,7 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
         if not cfg.data.landing:
             raise ValueError(f"{config}: data.landing is not set and no paths were given")
         paths = [cfg.resolve_path(cfg.data.landing)]
-    return expand_sources(paths)
+    return expand_sources(paths, cfg.data.include)
 
 
 def _fan_out_runner(config: str):

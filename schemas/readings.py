@@ -27,7 +27,12 @@ EXTRA_DTYPES: dict[str, pl.DataType] = {
     "float": pl.Float64(),
     "bool": pl.Boolean(),
 }
-LABEL_DTYPES: dict[str, pl.DataType] = {"int": pl.Int64(), "string": pl.String()}
+LABEL_DTYPES: dict[str, pl.DataType] = {
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "bool": pl.Boolean(),
+    "string": pl.String(),
+}
 
 
 def _finite(data: pa.PolarsData) -> pl.LazyFrame:
@@ -67,7 +72,7 @@ def _columns(cfg: DataConfig) -> dict[str, pa.Column]:
         cols[ch.name] = pa.Column(pl.Float32, nullable=cfg.allow_missing_channels, checks=checks)
     if cfg.label is not None:
         cols["label"] = pa.Column(LABEL_DTYPES[cfg.label.dtype], nullable=False)
-    for name, kind in cfg.columns.items():
+    for name, kind in cfg.metadata_types().items():
         cols[name] = pa.Column(EXTRA_DTYPES[kind], nullable=True)
     return cols
 

@@ -25,6 +25,7 @@ FILE_KEYS = {
     "accepted",
     "quarantined",
     "duplicates",
+    "notes",
     "reason",
     "files_written",
     "seconds",
