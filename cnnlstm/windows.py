@@ -44,6 +44,9 @@ class Windows:
     entity: np.ndarray  # (N,) str
     start: np.ndarray  # (N,) int64 us, first sample
     end: np.ndarray  # (N,) int64 us, last sample used (incl. forecast targets)
+    # per-window values of row-level columns (window.split.column): the value when the
+    # window's first and last rows agree, else None (a window straddling two files)
+    tags: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -56,6 +59,7 @@ class Windows:
             self.entity[idx],
             self.start[idx],
             self.end[idx],
+            {k: v[idx] for k, v in self.tags.items()},
         )
 
 
@@ -527,7 +531,9 @@ def _null_error(null: np.ndarray, ent: np.ndarray, ts: np.ndarray, channels: lis
     )
 
 
-def _streams(df: pl.DataFrame, channels: list[str], cfg: WindowConfig) -> _Streams:
+def _streams(
+    df: pl.DataFrame, channels: list[str], cfg: WindowConfig, row_columns: list[str] = ()
+) -> _Streams:
     ent = df["entity_id"].cast(pl.String).to_numpy()
     ts = _timestamps_us(df["timestamp"])
     x = np.asarray(df.select(pl.col(channels).cast(pl.Float32)).to_numpy(), np.float32)
@@ -553,6 +559,8 @@ def _streams(df: pl.DataFrame, channels: list[str], cfg: WindowConfig) -> _Strea
         extra["code"] = lab.replace_strict(lut, default=-1, return_dtype=pl.Int64).to_numpy()
     if cfg.target_column and cfg.target_column in df.columns:
         extra["target"] = df[cfg.target_column].cast(pl.Float64).to_numpy()
+    for c in row_columns:  # carried through null cuts and resampling like the labels
+        extra[f"tag:{c}"] = df[c].cast(pl.String).fill_null("\x00").to_numpy().astype(object)
 
     # gaps: a step over the tolerance starts a new piece
     steps = _steps(ent, ts)
@@ -648,6 +656,7 @@ def cut_windows(
     stride: int | None = None,
     horizon: int = 0,
     entity_columns: list[str] | None = None,
+    row_columns: list[str] | None = None,
 ) -> Cut:
     """Cut readings (the lake contract) into every window (``stride`` overrides cfg.stride;
     ``horizon`` rows after the input are kept for forecast targets). An optional ``label``
@@ -655,8 +664,9 @@ def cut_windows(
     metadata columns kept once per entity (first value). Null channel values are filled as
     window.impute says, and windows under window.min_observed are not cut."""
     stride = stride or cfg.stride
+    row_cols = [c for c in row_columns or [] if c in (entity_columns or [])]
     df, ent_cols = _read(readings, channels, cfg, entity_columns)
-    s = _streams(df, list(channels), cfg)
+    s = _streams(df, list(channels), cfg, row_cols)
     ts, extra, ent_codes = s.ts, s.extra, s.extra["ent"]
     if len(ts):  # derived channels: a no-op without window.derived
         x = derive_channels(s.x, s.seg, ts, list(channels), cfg)
@@ -692,6 +702,7 @@ def cut_windows(
         entity=s.uniq_ent[ent_codes[starts]],
         start=ts[starts],
         end=ts[last + h],
+        tags={c: _window_tag(extra[f"tag:{c}"], starts, last) for c in row_cols},
     )
     return Cut(
         windows=w,
@@ -713,6 +724,12 @@ def cut_windows(
         observed=observed,
         stats=s.stats,
     )
+
+
+def _window_tag(rows: np.ndarray, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Per window: the row value when its first and last rows agree, else None."""
+    a, b = rows[starts], rows[last]
+    return np.where((a == b) & (a != "\x00"), a, None).astype(object)
 
 
 def build_windows(
@@ -740,6 +757,7 @@ def build_windows(
         stride=stride,
         horizon=task.horizon_rows,
         entity_columns=entity_columns,
+        row_columns=[cfg.split.column] if cfg.split.method == "column" else None,
     )
     t = task.targets(cut, classes)
     w = cut.windows
@@ -768,13 +786,22 @@ class SplitPlan:
 
     method: str
     entity_part: dict[str, int] = field(default_factory=dict)  # 0 train, 1 val, 2 test
+    column: str | None = None  # method column: windows whose own value is a test value are test
+    test_values: set[str] = field(default_factory=set)
     cuts: dict[str, tuple[int, int]] = field(default_factory=dict)  # time: entity -> (t1, t2)
     purge_us: int = 0
 
     def assign(self, w: Windows) -> np.ndarray:
         """Part code per window: 0 train, 1 val, 2 test, -1 dropped (purged)."""
         if self.method != "time":
-            return np.array([self.entity_part.get(e, -1) for e in w.entity], dtype=np.int64)
+            part = np.array([self.entity_part.get(e, -1) for e in w.entity], dtype=np.int64)
+            if self.column is not None and self.column in w.tags:
+                # one entity whose files are train and test (a path column): per window
+                tag = w.tags[self.column]
+                test = np.array([v is not None and v in self.test_values for v in tag], bool)
+                part = np.where(test, 2, np.where(part == 2, -1, part))
+                part[np.array([v is None for v in tag], bool)] = -1  # straddles two files
+            return part
         t1 = np.array([self.cuts[e][0] for e in w.entity], dtype=np.int64)
         t2 = np.array([self.cuts[e][1] for e in w.entity], dtype=np.int64)
         part = np.full(len(w), -1, dtype=np.int64)
@@ -806,9 +833,24 @@ def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
         if missing:
             raise ValueError(f"window.split.column {cfg.column!r} is not known for {missing[:3]}")
         test_vals = {str(v) for v in cfg.test_values}
+        tag = w.tags.get(cfg.column)
+        all_test: dict[str, bool] = {}
+        if tag is not None:  # an entity is test when all its windows are
+            known = np.array([v is not None for v in tag], bool)
+            t = np.array([v in test_vals for v in tag], bool)
+            g = (
+                pl.DataFrame({"e": w.entity.astype(str)[known], "t": t[known]})
+                .group_by("e")
+                .agg(pl.col("t").all())
+            )
+            all_test = dict(zip(g["e"].to_list(), g["t"].to_list(), strict=True))
         rest = []
         for e in entities:
-            if str(ws.entity_meta[e][cfg.column]) in test_vals:
+            if tag is not None:
+                is_test = all_test.get(e, False)
+            else:
+                is_test = str(ws.entity_meta[e][cfg.column]) in test_vals
+            if is_test:
                 part[e] = 2
             else:
                 rest.append(e)
@@ -845,6 +887,13 @@ def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
     for e in rest:
         g = str(ws.entity_meta.get(e, {}).get(cfg.val_group_column)) if cfg.val_group_column else e
         part[e] = 1 if g in val_groups else 0
+    if cfg.method == "column" and cfg.column in w.tags:
+        return SplitPlan(
+            cfg.method,
+            entity_part=part,
+            column=cfg.column,
+            test_values={str(v) for v in cfg.test_values},
+        )
     return SplitPlan(cfg.method, entity_part=part)
 
 

@@ -193,9 +193,11 @@ def test_a_file_without_its_label_column_takes_the_default(tmp_path: Path):
         make_config(tmp_path, data=base | {"label": {"column": "state", "default_from": "nope"}})
 
 
-def test_one_constant_stream_split_by_file_trains_with_a_composite_entity(tmp_path: Path):
-    """A single sensor whose train and test periods are two files: entity parts [split] makes
-    each period its own entity, and window.split.method=column with the path column works."""
+@pytest.mark.parametrize("entity", [{"parts": ["split"]}, {"constant": "sensor"}])
+def test_one_constant_stream_split_by_file(tmp_path: Path, entity):
+    """A single sensor whose train and test periods are two files: window.split.method=column
+    with the path column works whether each period is its own entity (parts [split]) or the
+    sensor is one constant entity (then each window takes its own file's value)."""
     from cnnlstm.train import train_from_config
 
     land = tmp_path / "landing"
@@ -212,7 +214,7 @@ def test_one_constant_stream_split_by_file_trains_with_a_composite_entity(tmp_pa
         tmp_path,
         data={
             "landing": str(land),
-            "entity": {"column": None, "parts": ["split"]},
+            "entity": {"column": None} | entity,
             "timestamp": {"column": "t", "format": "epoch_s"},
             "channels": [{"name": "a"}],
             "label": {"column": "lab", "dtype": "int"},
