@@ -60,6 +60,12 @@ def ingest(
             "their rows (after a config fix)",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="read, validate and account for every row, but write nothing"
+        ),
+    ] = False,
     override: SetOpt = None,
 ) -> None:
     """Land sensor files in the lake: validated, partitioned, idempotent.
@@ -90,16 +96,17 @@ def ingest(
         def tick(rep):
             progress.update(task, advance=1, description=rep.name)
 
-        report = run_ingest(cfg, paths, on_file=tick, reprocess=reprocess)
+        report = run_ingest(cfg, paths, on_file=tick, reprocess=reprocess, dry_run=dry_run)
     if json_out:
-        print(json.dumps(report.to_dict(), indent=1))
+        print(json.dumps(report.to_dict() | {"dry_run": dry_run}, indent=1))
     else:
-        _print_ingest(report)
+        _print_ingest(report, dry_run)
     raise typer.Exit(0 if report.clean else 1)
 
 
-def _print_ingest(report) -> None:
-    t = Table(title=f"ingest -> {report.lake}", show_lines=False)
+def _print_ingest(report, dry_run: bool = False) -> None:
+    title = f"ingest -> {report.lake}" + (" (dry run: nothing written)" if dry_run else "")
+    t = Table(title=title, show_lines=False)
     for c, j in (
         ("file", "left"),
         ("outcome", "left"),
@@ -140,6 +147,30 @@ def _print_ingest(report) -> None:
             "[yellow]Some rows were quarantined or files rejected:[/yellow] see the reasons "
             "above, `cnnlstm lake quarantine` and the ledger under _ledger/."
         )
+
+
+@app.command("init")
+def init_cmd(
+    landing: Annotated[Path, typer.Argument(help="the folder of landing files to sample")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="config file to write")] = Path(
+        "config.yaml"
+    ),
+    name: Annotated[str | None, typer.Option(help="data.name (default: the folder's)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the output file")] = False,
+) -> None:
+    """Draft a commented config from a sample of LANDING's files: dialect, path columns,
+    timestamp, channels, label, entity, metadata. Undecided keys are marked TODO."""
+    from cnnlstm.init import InitError, write_config
+
+    try:
+        d = write_config(landing, output, name=name, force=force)
+    except (InitError, ConfigError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    out.print(f"wrote {output}: {d.notes[0]}")
+    for t in d.todos:
+        out.print(f"[yellow]TODO[/yellow] {t}")
+    out.print(f"next: read the TODOs, then `cnnlstm ingest {landing} -c {output} --dry-run`")
 
 
 lake_app = typer.Typer(help="Inspect the lake.", no_args_is_help=True)

@@ -133,34 +133,40 @@ def ingest(
     inputs: list[str],
     on_file: Callable[[FileReport], None] | None = None,
     reprocess: bool = False,
+    dry_run: bool = False,
 ) -> IngestReport:
     """Ingest files, folders and globs into ``cfg``'s lake. Never raises for a bad file: its
     report says ``rejected`` and why. ``on_file`` is called after each file (progress).
     ``reprocess``: read sources already in the lake again under the current config and replace
-    their rows (atomically: readers see the old rows until the new ledger record commits)."""
+    their rows (atomically: readers see the old rows until the new ledger record commits).
+    ``dry_run``: read, map, validate and dedup every file (against the lake too) but write
+    nothing: "committed" then means "would be committed"."""
     lake = Lake(cfg.lake_uri)
-    lake.ensure()
+    if not dry_run:
+        lake.ensure()
     report = IngestReport(lake=cfg.lake_uri)
     for src in expand_sources(inputs, cfg.data.include):
-        rep = ingest_file(cfg, lake, src, reprocess=reprocess)
+        rep = ingest_file(cfg, lake, src, reprocess=reprocess, dry_run=dry_run)
         report.files.append(rep)
         if on_file:
             on_file(rep)
     return report
 
 
-def ingest_file(cfg: Config, lake: Lake, source: str, reprocess: bool = False) -> FileReport:
+def ingest_file(
+    cfg: Config, lake: Lake, source: str, reprocess: bool = False, dry_run: bool = False
+) -> FileReport:
     t0 = time.perf_counter()
     rep = FileReport(source=source)
     try:
-        _ingest_one(cfg, lake, source, rep, reprocess)
+        _ingest_one(cfg, lake, source, rep, reprocess, dry_run)
     except FileRejected as e:
-        _reject(cfg, lake, rep, str(e))
+        _reject(cfg, lake, rep, str(e), record=not dry_run)
     except LakeError:
         raise  # the lake itself is unusable: stop the batch
     except Exception as e:  # a bug or an unforeseen input must not stop the other files
         log.exception("unexpected error ingesting %s", source)
-        _reject(cfg, lake, rep, f"unexpected error: {type(e).__name__}: {e}")
+        _reject(cfg, lake, rep, f"unexpected error: {type(e).__name__}: {e}", record=not dry_run)
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.check_accounting()
     return rep
@@ -171,7 +177,12 @@ def ingest_file(cfg: Config, lake: Lake, source: str, reprocess: bool = False) -
 
 
 def _ingest_one(
-    cfg: Config, lake: Lake, source: str, rep: FileReport, reprocess: bool = False
+    cfg: Config,
+    lake: Lake,
+    source: str,
+    rep: FileReport,
+    reprocess: bool = False,
+    dry_run: bool = False,
 ) -> None:
     try:
         size = source_size(source)
@@ -225,6 +236,16 @@ def _ingest_one(
     quarantine = pl.concat([_bad_rows_frame(bad), quarantine], how="vertical")
     good, dupq, n_dups = dedup_in_file(src, good, cfg.data)
     quarantine = pl.concat([quarantine, dupq], how="vertical")
+    if dry_run:  # the accounting a commit would record; nothing is written, no lock taken
+        old = _replaced(lake, source, rep.sha256) if reprocess else []
+        ignore = {f["path"] for r in old for f in r.get("files", [])}
+        good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data, ignore)
+        rep.duplicates = n_dups + n_lake_dups
+        rep.accepted = good.height
+        rep.quarantined = quarantine.height + lakeq.height
+        rep.outcome = "committed"
+        rep.notes.append("dry run: nothing written")
+        return
 
     with lake.commit_lock():
         lake.clean_tmp()
@@ -420,11 +441,12 @@ def mapping_fingerprint(d: DataConfig) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _reject(cfg: Config, lake: Lake, rep: FileReport, reason: str) -> None:
+def _reject(cfg: Config, lake: Lake, rep: FileReport, reason: str, record: bool = True) -> None:
     rep.outcome, rep.reason = "rejected", reason
     rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
     log.warning("rejected %s: %s", rep.source, reason)
-    _record_rejection(lake, rep, cfg)
+    if record:
+        _record_rejection(lake, rep, cfg)
 
 
 def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:

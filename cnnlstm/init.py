@@ -1,0 +1,1049 @@
+"""``cnnlstm init``: draft a commented config from a sample of the landing files.
+
+Reads a bounded sample (``max_files`` files, ``max_bytes`` of each, decompressed) with the same
+CSV layout rules as ingest (``cnnlstm.ingest._layout``), and infers what it can: which files
+(``data.include``), the CSV dialect, metadata in the path (``data.path_columns``), the timestamp
+column and format, channels, label, entity and metadata columns, a window size. What it cannot
+decide is written as a working guess marked ``# TODO`` with the candidates, so that
+``cnnlstm ingest LANDING -c config.yaml`` runs as written; the user then reads the TODOs.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+import yaml
+
+from cnnlstm.config import CsvOptions, config_from_dict
+from cnnlstm.ingest import (
+    INDEX_COLUMN,
+    ISO_AWARE,
+    ISO_NAIVE,
+    ROW,
+    FileRejected,
+    _layout,
+    _looks_indexed,
+    _read_csv_careful,
+    file_stem,
+)
+
+DEFAULT_INCLUDE = ["*.csv", "*.csv.gz", "*.parquet", "*.pq"]
+# file endings read as data (everything else in the folder is listed and ignored)
+DATA_ENDINGS = (
+    ".csv.gz",
+    ".tsv.gz",
+    ".txt.gz",
+    ".dat.gz",
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".dat",
+    ".data",
+    ".log",
+    ".parquet",
+    ".pq",
+)
+DELIMITERS = [",", "\t", ";", "|", " "]
+COMMENT_PREFIXES = ("#", "//", "%")
+SPLIT_VALUES = {"train", "test", "val", "valid", "validation", "dev", "training", "testing"}
+RESERVED = {"entity_id", "timestamp", "label", "date"}
+TS_HINTS = {"time", "timestamp", "ts", "date", "datetime", "t", "epoch", "sample", "cycle"}
+TS_HINTS |= {"index", "idx", "tick", "step", "seconds", "secs", "ms", "millis", "utc"}
+LABEL_HINTS = {"label", "labels", "activity", "class", "state", "target", "y", "status"}
+LABEL_HINTS |= {"fault", "anomaly", "category", "gesture", "outcome", "occupancy"}
+ENTITY_HINTS = {"device", "unit", "id", "sensor", "machine", "engine", "entity", "station"}
+ENTITY_HINTS |= {"node", "asset", "subject", "patient", "vehicle", "meter", "recording"}
+GENERIC_DIRS = {"landing", "data", "raw", "input", "inbox", "incoming", "files"}
+BOOL_VALUES = {"true", "false", "yes", "no"}
+
+
+class InitError(ValueError):
+    """A usage problem (no data files, an existing output file): CLI exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _tokens(name: str) -> set[str]:
+    """'activity_id' -> {activity, id}; 'deviceId' -> {device, id}."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
+    return {t for t in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if t}
+
+
+def _hinted(name: str, hints: set[str]) -> bool:
+    return bool(_tokens(name) & hints)
+
+
+def _is_num(x: str) -> bool:
+    try:
+        float(x.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _q(v: Any) -> str:
+    """A YAML scalar or flow sequence: plain when safe, else single-quoted (no escapes, so
+    regexes read as written)."""
+    if isinstance(v, list):
+        return "[" + ", ".join(_q(x) for x in v) + "]"
+    if isinstance(v, bool) or v is None:
+        return yaml.safe_dump(v).split("\n")[0]
+    if isinstance(v, int | float):
+        return repr(v)
+    s = str(v)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", s) and yaml.safe_load(s) == s:
+        return s
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# which files
+
+
+def _ending(name: str) -> str | None:
+    low = name.lower()
+    return next((e for e in DATA_ENDINGS if low.endswith(e)), None)
+
+
+def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
+    """Data files under ``landing`` (recursively, no hidden ones) and a count of the others by
+    extension."""
+    files, others = [], Counter()
+    for p in sorted(landing.rglob("*")):
+        rel = p.relative_to(landing)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if _ending(p.name):
+            files.append(p)
+        else:
+            others[p.suffix.lower() or "(no extension)"] += 1
+    return files, dict(others)
+
+
+def _sample(files: list[Path], landing: Path, n: int) -> list[Path]:
+    """Up to ``n`` files: the first of each folder, then evenly spread over the rest."""
+    if len(files) <= n:
+        return list(files)
+    picked: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        if f.parent not in seen and len(picked) < n:
+            seen.add(f.parent)
+            picked.append(f)
+    rest = [f for f in files if f not in picked]
+    k = n - len(picked)
+    if k > 0:
+        step = len(rest) / k
+        picked += [rest[int(i * step)] for i in range(k)]
+    return sorted(picked)
+
+
+def _head(path: Path, max_bytes: int) -> bytes:
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as g:
+            data = g.read(max_bytes)
+    else:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if len(data) >= max_bytes - 3 and b"\n" in data:  # drop the cut last line
+        data = data[: data.rindex(b"\n") + 1]
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# CSV dialect
+
+
+@dataclass
+class Dialect:
+    delimiter: str = ","
+    header: bool = True
+    names: list[str] | None = None
+    skip_rows: int = 0
+    comment_prefix: str | None = None
+    indexed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def options(self) -> CsvOptions:
+        return CsvOptions(
+            delimiter=self.delimiter,
+            header=self.header,
+            names=self.names,
+            skip_rows=self.skip_rows,
+            comment_prefix=self.comment_prefix,
+        )
+
+    def key(self) -> tuple:
+        return (self.delimiter, self.header, self.skip_rows, self.comment_prefix)
+
+
+def sniff(text: str) -> Dialect:
+    """Delimiter, header, leading skipped lines, comment prefix and a row index of CSV text."""
+    d = Dialect()
+    lines = [ln for ln in text.splitlines() if ln.strip()][:400]
+    for p in COMMENT_PREFIXES:
+        if any(ln.startswith(p) for ln in lines[1:]) or (
+            lines and lines[0].startswith(p) and len(lines) > 1
+        ):
+            d.comment_prefix = p
+            break
+    content = [ln for ln in lines if not (d.comment_prefix and ln.startswith(d.comment_prefix))]
+    if not content:
+        return d
+    best = None
+    for delim in DELIMITERS:
+        recs = list(csv.reader(content, delimiter=delim))
+        counts = [len(r) for r in recs]
+        body = counts[1:] or counts
+        mode, n_mode = Counter(body).most_common(1)[0]
+        if mode < 2 or n_mode < 0.9 * len(body):
+            continue
+        skip = 0
+        while skip < len(counts) - 1 and counts[skip] not in (mode, mode - 1) and skip < 10:
+            skip += 1
+        if counts[skip] not in (mode, mode - 1):
+            continue
+        best = (delim, recs[skip:], skip)
+        break
+    if best is None:
+        d.notes.append("TODO: no delimiter among , tab ; | space splits the lines consistently")
+        return d
+    d.delimiter, recs, d.skip_rows = best
+    first, rows = recs[0], recs[1:6]
+    if _looks_indexed(first, rows):
+        d.indexed = True
+        return d
+    width = len(rows[0]) if rows else len(first)
+    header = False
+    if rows and len(first) == width:
+        for j in range(width):
+            col = [r[j] for r in rows if len(r) == width]
+            if not _is_num(first[j]) and col and all(_is_num(v) for v in col):
+                header = True
+                break
+        else:  # no numeric column to tell: a header repeats none of the values below it
+            header = all(not _is_num(v) for v in first) and all(
+                first[j] not in {r[j] for r in recs[1:50] if len(r) == width} for j in range(width)
+            )
+    elif not rows:
+        header = all(not _is_num(v) for v in first)
+    d.header = header
+    if not header:
+        d.names = [f"col{i}" for i in range(width)]
+    return d
+
+
+def read_text(data: bytes, dialect: Dialect) -> pl.DataFrame:
+    """The sample read as ingest reads it (all columns as strings)."""
+    shim = SimpleNamespace(csv=dialect.options())
+    layout = _layout(data, shim, None)  # type: ignore[arg-type]
+    try:
+        df = pl.read_csv(
+            data,
+            separator=dialect.delimiter,
+            has_header=False,
+            new_columns=layout.names,
+            skip_rows=layout.skip,
+            comment_prefix=dialect.comment_prefix,
+            infer_schema=False,
+            raise_if_empty=False,
+            null_values=[""],
+        )
+        if not df.height or df[layout.names[-1]].null_count() == 0:
+            return df
+    except pl.exceptions.PolarsError:
+        pass
+    df, _ = _read_csv_careful(data, layout, shim)  # type: ignore[arg-type]
+    return df.drop(ROW)
+
+
+def read_parquet(path: Path, max_rows: int) -> pl.DataFrame:
+    pf = pq.ParquetFile(path)
+    batch = next(pf.iter_batches(batch_size=max_rows), None)
+    if batch is None:
+        return pl.DataFrame()
+    df = pl.from_arrow(batch)
+    assert isinstance(df, pl.DataFrame)
+    return df.select(pl.all().cast(pl.String))
+
+
+# ------------------------------------------------------------------------------------------------
+# path columns
+
+
+@dataclass
+class PathGuess:
+    pattern: str | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # rel path -> group values
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, name: str, why: str) -> None:
+        """Make group ``name`` non-capturing (it repeats a column)."""
+        assert self.pattern is not None
+        self.pattern = self.pattern.replace(f"(?P<{name}>", "(?:")
+        self.types.pop(name, None)
+        for v in self.values.values():
+            v.pop(name, None)
+        self.notes.append(f"the path part {name!r} is not read: {why}")
+        if not self.types:
+            self.pattern = None
+
+
+def _split_stem(stem: str) -> list[str]:
+    return re.findall(r"\d+|[A-Za-z]+|[^A-Za-z\d]+", stem)
+
+
+def _group_name(prev: str, used: set[str], default: str) -> str:
+    base = re.sub(r"[^a-z0-9_]", "", prev.lower()).strip("_") or default
+    if not re.match(r"[a-z_]", base):
+        base = f"{default}_{base}"
+    name, i = base, 2
+    while name in used or name in RESERVED:
+        name, i = f"{base}{i}", i + 1
+    used.add(name)
+    return name
+
+
+def guess_path_columns(rels: list[str]) -> PathGuess:
+    """Groups for folder levels and file-name parts that vary across files."""
+    g = PathGuess()
+    if len(rels) < 2:
+        return g
+    parts = [r.split("/") for r in rels]
+    depth = {len(p) for p in parts}
+    used: set[str] = set()
+    pattern = "^"
+    groups: list[tuple[str, str, int, str]] = []  # (name, kind, index, where)
+    if len(depth) == 1:
+        for lvl in range(depth.pop() - 1):
+            vals = sorted({p[lvl] for p in parts})
+            if len(vals) == 1:
+                pattern += re.escape(vals[0]) + "/"
+                continue
+            if {v.lower() for v in vals} <= SPLIT_VALUES:
+                name = _group_name("split", used, "split")
+                pattern += f"(?P<{name}>{'|'.join(re.escape(v) for v in vals)})/"
+            elif all(re.fullmatch(r"[\w\-]+", v) for v in vals):
+                name = _group_name("folder" if lvl == 0 else f"folder{lvl}", used, "folder")
+                pattern += rf"(?P<{name}>[\w\-]+)/"
+            else:
+                pattern += "[^/]+/"
+                continue
+            groups.append((name, "int" if all(v.isdigit() for v in vals) else "string", lvl, "d"))
+    else:
+        pattern = "(?:^|/)"
+        g.notes.append("files lie at different folder depths: folder names not read as columns")
+    stems = [_split_stem(file_stem(r)) for r in rels]
+    shapes = {tuple("d" if t.isdigit() else "a" if t.isalpha() else "p" for t in s) for s in stems}
+    if len(shapes) == 1:
+        prev = ""
+        for i, _ in enumerate(stems[0]):
+            vals = [s[i] for s in stems]
+            distinct = sorted(set(vals))
+            tok = vals[0]
+            if tok.isdigit():
+                if len(distinct) > 1:
+                    name = _group_name(prev, used, "n")
+                    pattern += rf"(?P<{name}>\d+)"
+                    groups.append((name, "int", i, "f"))
+                else:
+                    pattern += r"\d+"
+            elif len(distinct) > 1 and {v.lower() for v in distinct} <= SPLIT_VALUES:
+                name = _group_name("split", used, "split")
+                pattern += f"(?P<{name}>{'|'.join(re.escape(v) for v in distinct)})"
+                groups.append((name, "string", i, "f"))
+            elif len(distinct) > 1:
+                break  # a varying word: the pattern ends here (a prefix of the name)
+            else:
+                pattern += re.escape(tok)
+            prev = tok
+    if not groups:
+        return g
+    g.pattern = pattern
+    rx = re.compile(pattern)
+    for r in rels:
+        m = rx.search(r)
+        assert m, (pattern, r)
+        g.values[r] = {n: int(m[n]) if kind == "int" else m[n] for n, kind, _, _ in groups}
+    g.types = {n: kind for n, kind, _, _ in groups}
+    return g
+
+
+# ------------------------------------------------------------------------------------------------
+# columns
+
+
+@dataclass
+class Col:
+    name: str
+    files: int = 0  # sampled files that have it
+    nonnull: int = 0
+    numeric: int = 0  # values that parse as numbers
+    integral: bool = True
+    lo: float | None = None
+    hi: float | None = None
+    distinct: set[str] = field(default_factory=set)  # capped at CAP + 1
+    const_in_files: bool = True
+    file_values: list[str] = field(default_factory=list)  # the value of each file (if constant)
+    iso: int = 0  # values that parse as ISO date-times
+
+    CAP = 64
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.nonnull > 0 and self.numeric == self.nonnull
+
+    @property
+    def n_distinct(self) -> int:
+        return len(self.distinct)
+
+    @property
+    def few(self) -> bool:
+        return len(self.distinct) <= self.CAP
+
+    @property
+    def boolish(self) -> bool:
+        return bool(self.distinct) and {v.strip().lower() for v in self.distinct} <= BOOL_VALUES
+
+
+def _iso(s: pl.Expr) -> pl.Expr:
+    """Parsed as ingest parses ISO text (UTC microseconds)."""
+    s = s.str.strip_chars()
+    aware = [s.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in ISO_AWARE]
+    naive = [
+        s.str.to_datetime(f, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        for f in ISO_NAIVE
+    ]
+    return pl.coalesce(aware + naive)
+
+
+def profile(frames: list[pl.DataFrame]) -> dict[str, Col]:
+    cols: dict[str, Col] = {}
+    for df in frames:
+        for name in df.columns:
+            c = cols.setdefault(name, Col(name))
+            s = df[name].drop_nulls()
+            c.files += 1
+            c.nonnull += s.len()
+            num = s.str.strip_chars().cast(pl.Float64, strict=False)
+            ok = num.drop_nulls()
+            c.numeric += ok.len()
+            if ok.len():
+                finite = ok.filter(ok.is_finite())
+                if finite.len():
+                    c.integral &= bool((finite == finite.round()).all())
+                    lo, hi = float(finite.min()), float(finite.max())  # type: ignore[arg-type]
+                    c.lo = lo if c.lo is None else min(c.lo, lo)
+                    c.hi = hi if c.hi is None else max(c.hi, hi)
+            if ok.len() < s.len():
+                c.iso += int(s.to_frame("v").select(_iso(pl.col("v")).is_not_null().sum()).item())
+            if len(c.distinct) <= Col.CAP:
+                c.distinct |= set(s.unique().head(Col.CAP + 1).to_list())
+            uniq = s.n_unique()
+            if uniq > 1:
+                c.const_in_files = False
+            elif uniq == 1:
+                c.file_values.append(s[0])
+    return cols
+
+
+def _seconds(frame: pl.DataFrame, col: str, fmt: str) -> pl.Series:
+    """The timestamp column in seconds (floats), for steps and gaps."""
+    s = frame[col]
+    if fmt == "iso":
+        return s.to_frame("v").select(_iso(pl.col("v")).dt.epoch("us") / 1e6).to_series()
+    n = s.str.strip_chars().cast(pl.Float64, strict=False)
+    div = {"epoch_ms": 1e3, "epoch_us": 1e6, "epoch_ns": 1e9}.get(fmt, 1.0)
+    return n / div
+
+
+def _steps(frames: list[pl.DataFrame], col: str, fmt: str, by: str | None) -> pl.Series:
+    out = []
+    for df in frames:
+        if col not in df.columns or (by and by not in df.columns):
+            continue
+        t = df.select(_t=_seconds(df, col, fmt), _g=pl.col(by) if by else pl.lit(0))
+        out.append(t.select(pl.col("_t").diff().over("_g")).to_series().drop_nulls())
+    return pl.concat(out) if out else pl.Series([], dtype=pl.Float64)
+
+
+def _ordered(frames: list[pl.DataFrame], col: str, fmt: str, by: str | None) -> bool:
+    """Time-like: non-decreasing within each file (and each ``by`` group), mostly rising."""
+    st = _steps(frames, col, fmt, by)
+    return st.len() > 0 and (st >= 0).mean() >= 0.99 and (st > 0).mean() >= 0.5  # type: ignore[operator]
+
+
+def _unique_time(frames: list[pl.DataFrame], col: str, by: str | None) -> bool:
+    for df in frames:
+        keys = [col] + ([by] if by else [])
+        if df.select(pl.struct(keys).is_duplicated().any()).item():
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# the draft
+
+
+@dataclass
+class Draft:
+    """What init decided, with comments (key -> comment) and TODOs."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    comments: dict[str, str] = field(default_factory=dict)
+    todos: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    channel_notes: dict[str, str] = field(default_factory=dict)
+    window_size: int = 64
+    window_comment: str = ""
+
+    def todo(self, key: str, text: str) -> None:
+        self.comments[key] = "TODO: " + text
+        self.todos.append(f"{key}: {text}")
+
+
+def _numeric_format(c: Col, median: float) -> tuple[str, str | None]:
+    """epoch unit by magnitude, or a sample index; a TODO when it is a guess."""
+    mag = abs(median)
+    if c.integral:
+        for lim, fmt in ((1e17, "epoch_ns"), (1e14, "epoch_us"), (1e11, "epoch_ms")):
+            if mag >= lim:
+                return fmt, None
+        if mag >= 1e8:
+            return "epoch_s", None
+        return "sample_index", None
+    if mag >= 1e11:
+        return "epoch_ms", None
+    if mag >= 1e8:
+        return "epoch_s", None
+    return "epoch_s", (
+        "small non-integral numbers: read as seconds after 1970-01-01 (relative time?); "
+        "check the unit"
+    )
+
+
+def infer(
+    landing: Path,
+    out: Path,
+    name: str | None = None,
+    max_files: int = 8,
+    max_bytes: int = 256 * 1024,
+) -> Draft:
+    landing = landing.resolve()
+    if not landing.is_dir():
+        raise InitError(f"not a folder: {landing}")
+    files, others = find_files(landing)
+    if not files:
+        held = ", ".join(f"{n} {e}" for e, n in others.items()) or "nothing"
+        raise InitError(f"no data files (CSV, TSV, TXT, DAT, Parquet) under {landing}: {held}")
+    sample = _sample(files, landing, max_files)
+    rel_all = [f.relative_to(landing).as_posix() for f in files]
+    d = Draft()
+    data = d.data
+    base = landing.parent if landing.name.lower() in GENERIC_DIRS else landing
+    data["name"] = name or re.sub(r"[^\w\-]+", "_", base.name) or "dataset"
+    here = out.resolve().parent
+    data["landing"] = (
+        os.path.relpath(landing, here)
+        if os.path.commonpath([landing, here]) != landing.anchor
+        else str(landing)
+    )
+    d.notes.append(
+        f"sampled {len(sample)} of {len(files)} files (at most {max_bytes // 1024} KiB of each)"
+    )
+    if others:
+        d.notes.append(
+            "ignored (not data): " + ", ".join(f"{n} {e}" for e, n in sorted(others.items()))
+        )
+
+    # ---- which files --------------------------------------------------------------------------
+    endings = sorted({_ending(f.name) or "" for f in files})
+    extra = [f"*{e}" for e in endings if f"*{e}" not in DEFAULT_INCLUDE]
+    if extra:
+        data["include"] = DEFAULT_INCLUDE + extra
+        d.comments["include"] = f"files here: {', '.join('*' + e for e in endings)}"
+
+    # ---- read the sample ----------------------------------------------------------------------
+    frames: list[pl.DataFrame] = []
+    rels: list[str] = []
+    dialects: list[tuple[Dialect, str]] = []
+    texts: dict[str, bytes] = {}
+    for f in sample:
+        rel = f.relative_to(landing).as_posix()
+        try:
+            if f.name.lower().endswith((".parquet", ".pq")):
+                frames.append(read_parquet(f, 20_000))
+                rels.append(rel)
+                continue
+            raw = _head(f, max_bytes)
+            text = raw.decode("utf-8", errors="replace")
+        except (OSError, EOFError, ValueError) as e:
+            d.notes.append(f"could not read {rel}: {e}")
+            continue
+        dialects.append((sniff(text), rel))
+        texts[rel] = raw
+    dialect = Dialect()
+    if dialects:
+        counts = Counter(dl.key() for dl, _ in dialects)
+        top = counts.most_common(1)[0][0]
+        dialect = next(dl for dl, _ in dialects if dl.key() == top)
+        odd = [r for dl, r in dialects if dl.key() != top]
+        if odd:
+            d.todos.append(f"data.csv: these files look different: {odd[:5]}")
+        for n in dialect.notes:
+            d.todos.append(f"data.csv: {n}")
+        widths = {len(dl.names) for dl, _ in dialects if dl.names}
+        if dialect.names and len(widths) == 1:
+            dialect.names = [f"col{i}" for i in range(widths.pop())]
+        for rel, raw in texts.items():
+            try:
+                frames.append(read_text(raw, dialect))
+                rels.append(rel)
+            except (FileRejected, pl.exceptions.PolarsError, ValueError) as e:
+                d.notes.append(f"could not read {rel} with the guessed dialect: {e}")
+    frames = [f for f in frames if f.height]
+    if not frames:
+        raise InitError(f"could not read any rows from the sampled files under {landing}")
+    csvd: dict[str, Any] = {}
+    if dialects:
+        if dialect.delimiter != ",":
+            csvd["delimiter"] = dialect.delimiter
+        if not dialect.header:
+            csvd["header"] = False
+            csvd["names"] = dialect.names
+            d.todo(
+                "csv.names", "the files have no header: name the fields (col0.. are placeholders)"
+            )
+        if dialect.skip_rows:
+            csvd["skip_rows"] = dialect.skip_rows
+            d.comments["csv.skip_rows"] = "lines before the header that are not rows"
+        if dialect.comment_prefix:
+            csvd["comment_prefix"] = dialect.comment_prefix
+        if dialect.indexed:
+            d.notes.append(
+                f"the header is one name short of the rows: a leading row index, read as "
+                f"{INDEX_COLUMN} (data.csv.index_column: auto) and not kept"
+            )
+    if csvd:
+        data["csv"] = csvd
+
+    cols = profile(frames)
+    n_files = len(frames)
+    everywhere = [c for c in cols.values() if c.files == n_files]
+    used: set[str] = {INDEX_COLUMN} if INDEX_COLUMN in cols else set()
+
+    # ---- path columns -------------------------------------------------------------------------
+    pg = guess_path_columns(rel_all)
+    if pg.pattern:
+        for g in list(pg.types):
+            vals = [pg.values[r].get(g) for r in rels]
+            if g in cols:
+                pg.drop(g, f"a column of the files is named {g!r}")
+                continue
+            for c in everywhere:
+                if c.const_in_files and len(c.file_values) == n_files:
+                    fv = [
+                        int(float(v)) if c.is_numeric and c.integral else v for v in c.file_values
+                    ]
+                    if fv == vals:
+                        pg.drop(g, f"it repeats the column {c.name!r}")
+                        break
+        if pg.pattern:
+            data["path_columns"] = {
+                "pattern": pg.pattern,
+                **(
+                    {"types": {k: v for k, v in pg.types.items() if v != "string"}}
+                    if any(v != "string" for v in pg.types.values())
+                    else {}
+                ),
+            }
+            d.comments["path_columns.pattern"] = (
+                "from the path: " + ", ".join(pg.types) + " (searched in the path relative to "
+                "data.landing)"
+            )
+    d.notes += pg.notes
+    path_names = list(pg.types) if pg.pattern else []
+
+    # ---- timestamp and entity -----------------------------------------------------------------
+    group_cands = [
+        c.name
+        for c in everywhere
+        if not c.const_in_files and c.few and c.n_distinct >= 2 and (not c.is_numeric or c.integral)
+    ]
+    ts_col = ts_fmt = ts_by = None
+    ts_todo = None
+    cands: list[tuple[tuple, str, str, str | None]] = []
+    for c in everywhere:
+        if c.name == INDEX_COLUMN:
+            continue
+        if c.is_numeric:
+            med = float(
+                pl.concat([f[c.name] for f in frames])
+                .str.strip_chars()
+                .cast(pl.Float64, strict=False)
+                .median()
+            )  # type: ignore[arg-type]
+            fmt, note = _numeric_format(c, med)
+            kind = 2
+        elif c.nonnull and c.iso >= 0.95 * c.nonnull:
+            fmt, note, kind = "iso", None, 3
+        else:
+            continue
+        for by in [None, *[g for g in group_cands if g != c.name]]:
+            if _ordered(frames, c.name, fmt, by):
+                hint = _hinted(c.name, TS_HINTS)
+                score = (hint, kind, by is None and _unique_time(frames, c.name, None))
+                cands.append((score, c.name, fmt, by))
+                if note:
+                    ts_todo = note
+                break
+    cands.sort(key=lambda x: x[0], reverse=True)
+    if cands:
+        _, ts_col, ts_fmt, ts_by = cands[0]
+    else:
+        d.todos.append("data.timestamp: no column looks like time (ISO text, epoch or an index)")
+        ts_col, ts_fmt = (everywhere[0].name if everywhere else "time"), "iso"
+    ts: dict[str, Any] = {"column": ts_col, "format": ts_fmt}
+    others = [n for _, n, _, _ in cands[1:4]]
+    rate = None
+    if ts_fmt == "sample_index":
+        ts["sample_rate_hz"] = 1
+        ts["start"] = "1970-01-01T00:00:00Z"
+        d.todo(
+            "timestamp.sample_rate_hz",
+            "a sample index holds no clock: set the real rate (1 Hz is a placeholder)",
+        )
+        d.todo("timestamp.start", "set the instant of sample 0 (a placeholder)")
+    used.add(ts_col)
+
+    # entity: a column under which time is ordered and unique (several streams per file)
+    ent_col = None
+    if ts_col in cols and ts_by is None and not _unique_time(frames, ts_col, None):
+        for g in sorted(group_cands, key=lambda g: not _hinted(g, ENTITY_HINTS)):
+            if g != ts_col and _unique_time(frames, ts_col, g):
+                ent_col = g
+                break
+    elif ts_by is not None:
+        ent_col = ts_by
+    if ts_col in cols:
+        st = _steps(frames, ts_col, ts_fmt, ent_col)
+        st = st.filter(st > 0)
+        if st.len():
+            med = float(st.median())  # type: ignore[arg-type]
+            big = st.filter(st > 1.5 * med)
+            if ts_fmt == "sample_index":
+                d.comments["timestamp.format"] = f"integers rising by {_num(med)}: a sample index"
+            else:
+                rate = 1.0 / med
+                gaps = (
+                    f"; {big.len()} gaps over 1.5 steps (largest {_num(float(big.max()))} s)"  # type: ignore[arg-type]
+                    if big.len()
+                    else "; no gaps"
+                )
+                d.comments["timestamp.format"] = (
+                    f"median step {_num(med)} s ({_num(rate)} Hz){gaps} in the sample"
+                )
+    if ts_todo:
+        d.todo("timestamp.format", ts_todo)
+    elif others:
+        d.comments.setdefault("timestamp.column", f"other candidates: {others}")
+    data["timestamp"] = ts
+
+    stems = [file_stem(r) for r in rel_all]
+    stems_unique = len(set(stems)) == len(stems)
+    if ent_col is not None:
+        used.add(ent_col)
+        spread = _repeats_across_files(frames, ent_col)
+        if spread and len(frames) > 1 or spread and len(files) > 1:
+            first = next((p for p in path_names if p.startswith("split")), None)
+            first = first or (path_names[0] if path_names else "file")
+            data["entity"] = {"parts": [first, ent_col]}
+            d.comments["entity.parts"] = (
+                f"the ids of {ent_col!r} repeat across files: one entity per ({first}, {ent_col})"
+            )
+        else:
+            data["entity"] = {"column": ent_col}
+            d.comments["entity.column"] = (
+                f"{len(cols[ent_col].distinct)} ids, each its own stream in the files"
+            )
+    elif stems_unique:
+        data["entity"] = {"from_filename": ".*"}
+        d.comments["entity.from_filename"] = "one entity per file (the file name stem)"
+    else:
+        parts = [*path_names, "file"]
+        data["entity"] = {"parts": parts}
+        d.comments["entity.parts"] = "file names repeat across folders: folder parts + file name"
+
+    # ---- label --------------------------------------------------------------------------------
+    lab_cands = []
+    for c in cols.values():
+        if c.name in used or c.n_distinct < 2 or c.n_distinct > 20:
+            continue
+        if c.const_in_files and n_files > 1 and not _hinted(c.name, LABEL_HINTS):
+            continue  # one value per file: metadata (experiment, user), not a label
+        hint = _hinted(c.name, LABEL_HINTS)
+        short = all(len(v) <= 32 for v in c.distinct)
+        ok_type = c.boolish or (c.is_numeric and c.integral) or (not c.is_numeric and short)
+        if not ok_type:
+            continue
+        rows = sum(f.height for f in frames if c.name in f.columns)
+        if not hint and not (c.n_distinct <= 10 and c.n_distinct <= 0.05 * rows):
+            continue
+        last = any(f.columns and f.columns[-1] == c.name for f in frames)
+        lab_cands.append(((hint, c.is_numeric or c.boolish, last), c))
+    lab_cands.sort(key=lambda x: x[0], reverse=True)
+    label_names = None
+    if lab_cands:
+        (hint, _, _), lc = lab_cands[0]
+        if lc.boolish:
+            dtype = "bool"
+        elif lc.is_numeric:
+            dtype = "int" if lc.integral else "float"
+        else:
+            dtype = "string"
+        label: dict[str, Any] = {"column": lc.name, "dtype": dtype}
+        shown = sorted(lc.distinct, key=lambda v: (float(v) if lc.is_numeric else 0, v))[:12]
+        d.comments["label.dtype"] = "values seen: " + ", ".join(shown)
+        if not hint:
+            d.todo(
+                "label.column",
+                f"guessed (few distinct values); other candidates: "
+                f"{[c.name for _, c in lab_cands[1:4]] or 'none'}; remove the label if none",
+            )
+        elif len(lab_cands) > 1:
+            d.comments["label.column"] = f"other candidates: {[c.name for _, c in lab_cands[1:4]]}"
+        if lc.files < n_files or len(sample) < len(files):
+            missing = [r for r, f in zip(rels, frames, strict=True) if lc.name not in f.columns]
+            if missing:
+                vals = sorted(lc.distinct, key=lambda v: (float(v) if lc.is_numeric else 0, v))
+                default: Any = vals[0]
+                if dtype == "int":
+                    default = int(float(default))
+                elif dtype == "bool":
+                    default = default.strip().lower() in ("true", "yes", "1")
+                label["default"] = default
+                d.todo(
+                    "label.default",
+                    f"files without {lc.name!r} (e.g. {missing[0]}) take this label; check it",
+                )
+        data["label"] = label
+        used.add(lc.name)
+        # a string column that names the label values one to one: label names
+        for c in cols.values():
+            if c.name in used or c.is_numeric or not c.few:
+                continue
+            if _one_to_one(frames, lc.name, c.name):
+                label_names = c.name
+                break
+    else:
+        d.todos.append("data.label: no label-like column found (none written)")
+
+    # ---- metadata and channels ----------------------------------------------------------------
+    columns: dict[str, str] = {}
+    channels: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for name_, c in cols.items():
+        if name_ in used:
+            continue
+        if c.files < n_files:
+            skipped.append(f"{name_} (only in {c.files} of {n_files} files)")
+            continue
+        if name_ in RESERVED or name_ in path_names:
+            if c.is_numeric and not (c.const_in_files and n_files > 1 and c.integral):
+                channels.append({"name": f"{name_}_value", "source": name_})
+                d.channel_notes[f"{name_}_value"] = _range(c)
+            else:
+                skipped.append(f"{name_} (a reserved or path column name)")
+            continue
+        if c.is_numeric:
+            if c.const_in_files and n_files > 1 and c.integral and len(set(c.file_values)) > 1:
+                columns[name_] = "int"
+            else:
+                channels.append({"name": name_})
+                d.channel_notes[name_] = _range(c)
+        elif c.boolish:
+            columns[name_] = "bool"
+        elif c.nonnull == 0:
+            skipped.append(f"{name_} (empty in the sample)")
+        elif c.few or c.const_in_files:
+            columns[name_] = "string"
+        else:
+            skipped.append(f"{name_} (text with many values)")
+    idlike = [n for n in columns if _hinted(n, ENTITY_HINTS)]
+    if ent_col is None and idlike:
+        d.comments.setdefault("entity", f"id-like columns (kept as metadata): {idlike}")
+    if columns:
+        data["columns"] = columns
+        split_like = [
+            n
+            for n, c in cols.items()
+            if n in columns and c.distinct and {v.lower() for v in c.distinct} <= SPLIT_VALUES
+        ]
+        if split_like:
+            d.comments["columns"] = (
+                f"train/test-like values in {split_like}: window.split.method=column"
+            )
+    if label_names:
+        d.notes.append(f"{label_names!r} names the label values: window.label_names_column")
+    if skipped:
+        d.todos.append("columns not mapped: " + "; ".join(skipped))
+    if not channels:
+        d.todos.append("data.channels: no numeric column left for a channel")
+        channels = [{"name": "TODO"}]
+    data["entity"] = data["entity"]
+    data["channels"] = channels
+
+    # ---- window -------------------------------------------------------------------------------
+    if rate:
+        size = max(16, round(2.56 * rate))
+        d.window_size = size
+        d.window_comment = f"~{_num(size / rate)} s at {_num(rate)} Hz"
+        if size != round(2.56 * rate):
+            d.window_comment += " (at least 16 samples)"
+    else:
+        d.window_size = 64
+        d.window_comment = "TODO: about 2-3 s of samples once the rate is known"
+    return d
+
+
+def _range(c: Col) -> str:
+    if c.lo is None:
+        return ""
+    return f"observed {_num(c.lo)} .. {_num(c.hi)}"  # type: ignore[arg-type]
+
+
+def _repeats_across_files(frames: list[pl.DataFrame], col: str) -> bool:
+    seen: list[set[str]] = [set(f[col].drop_nulls().to_list()) for f in frames if col in f.columns]
+    return any(a & b for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+def _one_to_one(frames: list[pl.DataFrame], a: str, b: str) -> bool:
+    pairs = pl.concat(
+        [f.select(a, b) for f in frames if a in f.columns and b in f.columns]
+    ).unique()
+    return (
+        pairs.height > 1
+        and pairs[a].n_unique() == pairs.height
+        and pairs[b].n_unique() == pairs.height
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering
+
+
+def render(d: Draft, landing_arg: str, out: Path) -> str:
+    c = d.comments
+    data = d.data
+    L: list[str] = []
+
+    def line(indent: int, key: str, value: Any, ckey: str | None = None) -> None:
+        txt = (
+            f"{'  ' * indent}{_q(key)}: {_q(value)}"
+            if value is not None
+            else f"{'  ' * indent}{_q(key)}:"
+        )
+        note = c.get(ckey) if ckey else None
+        L.append(f"{txt:<40}  # {note}" if note else txt)
+
+    L.append(f"# Drafted by `cnnlstm init {landing_arg}`: {d.notes[0]}.")
+    L.append("# Read every TODO below, then check with a dry run and ingest:")
+    L.append(f"#   cnnlstm ingest {landing_arg} -c {out.name} --dry-run")
+    L.append(f"#   cnnlstm ingest {landing_arg} -c {out.name}")
+    L.append(
+        "# Reference: docs/config.md. Observed ranges are comments, not limits "
+        "(channels[].min/max)."
+    )
+    for n in d.notes[1:]:
+        L.append(f"# note: {n}")
+    for t in d.todos:
+        L.append(f"# TODO: {t}")
+    L.append("data:")
+    line(1, "name", data["name"])
+    line(1, "landing", data["landing"])
+    if not os.path.isabs(data["landing"]):
+        L[-1] += "  # relative to this file"
+    if "include" in data:
+        line(1, "include", data["include"], "include")
+    if "csv" in data:
+        line(1, "csv", None)
+        for k, v in data["csv"].items():
+            line(2, k, v, f"csv.{k}")
+    if "path_columns" in data:
+        line(1, "path_columns", None)
+        line(2, "pattern", data["path_columns"]["pattern"], "path_columns.pattern")
+        if data["path_columns"].get("types"):
+            types = data["path_columns"]["types"]
+            L.append("    types: {" + ", ".join(f"{k}: {v}" for k, v in types.items()) + "}")
+    line(1, "entity", None, "entity")
+    for k, v in data["entity"].items():
+        line(2, k, v, f"entity.{k}")
+    line(1, "timestamp", None)
+    for k, v in data["timestamp"].items():
+        line(2, k, v, f"timestamp.{k}")
+    line(1, "channels", None)
+    for ch in data["channels"]:
+        body = ", ".join(f"{_q(k)}: {_q(v)}" for k, v in ch.items())
+        txt = f"    - {{{body}}}"
+        note = d.channel_notes.get(ch["name"])
+        L.append(f"{txt:<40}  # {note}" if note else txt)
+    if "label" in data:
+        line(1, "label", None)
+        for k, v in data["label"].items():
+            line(2, k, v, f"label.{k}")
+    if "columns" in data:
+        line(1, "columns", None, "columns")
+        for k, v in data["columns"].items():
+            line(2, k, v)
+    L += [
+        "",
+        "lake:",
+        "  uri: lake                               # relative to this file (or s3://...)",
+        "",
+        "task:",
+        "  kind: auto                              # docs/tasks.md (classify, regress, ...)",
+        "",
+        "window:",
+        f"{'  size: ' + str(d.window_size):<40}  # {d.window_comment}",
+        f"{'  stride: ' + str(max(1, d.window_size // 2)):<40}  # 50 % overlap",
+        "",
+    ]
+    return "\n".join(L)
+
+
+def write_config(
+    landing: Path,
+    out: Path,
+    name: str | None = None,
+    force: bool = False,
+    max_files: int = 8,
+    max_bytes: int = 256 * 1024,
+) -> Draft:
+    """Infer, render, validate (``config_from_dict``) and write the draft config."""
+    if out.exists() and not force:
+        raise InitError(f"{out} exists: pass --force to overwrite it")
+    d = infer(landing, out, name=name, max_files=max_files, max_bytes=max_bytes)
+    text = render(d, str(landing), out)
+    config_from_dict(yaml.safe_load(text), base_dir=out.resolve().parent, source=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return d
