@@ -34,6 +34,7 @@ from cnnlstm.ingest import (
     _layout,
     _looks_indexed,
     _read_csv_careful,
+    _read_opts,
     file_stem,
 )
 
@@ -256,17 +257,7 @@ def read_text(data: bytes, dialect: Dialect) -> pl.DataFrame:
     shim = SimpleNamespace(csv=dialect.options())
     layout = _layout(data, shim, None)  # type: ignore[arg-type]
     try:
-        df = pl.read_csv(
-            data,
-            separator=dialect.delimiter,
-            has_header=False,
-            new_columns=layout.names,
-            skip_rows=layout.skip,
-            comment_prefix=dialect.comment_prefix,
-            infer_schema=False,
-            raise_if_empty=False,
-            null_values=[""],
-        )
+        df = pl.read_csv(data, **_read_opts(shim, layout))  # type: ignore[arg-type]
         if not df.height or df[layout.names[-1]].null_count() == 0:
             return df
     except pl.exceptions.PolarsError:
