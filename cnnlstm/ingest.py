@@ -16,17 +16,13 @@ or Parquet, ...) rejects the file with a reason, records it in the ledger and le
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import json
 import logging
 import re
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,12 +31,13 @@ from typing import Any
 
 import pandera.errors as pa_errors
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
 from cnnlstm import __version__
 from cnnlstm.config import Config, DataConfig
+from cnnlstm.formats import NOT_TEXT, ROW, FileRejected, read_source
+from cnnlstm.formats import text as csv_text
+from cnnlstm.formats.gz import gunzip
 from cnnlstm.lake import (
     LEDGER,
     QUARANTINE,
@@ -63,7 +60,6 @@ from schemas.readings import (
 
 log = logging.getLogger("cnnlstm.ingest")
 
-ROW = "_row"  # 1-based data row number in the source file (header excluded)
 ERR = "_err"
 DATE = "_date"
 # timestamps outside this range are almost always an epoch-unit mistake
@@ -71,10 +67,6 @@ TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 ISO_AWARE = ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"]
 ISO_NAIVE = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
-
-
-class FileRejected(Exception):
-    """A file-level problem: the whole file is rejected with this reason."""
 
 
 @dataclass
@@ -217,7 +209,7 @@ def _ingest_one(
     else:
         hasher = _Sha256Thread(data, source)
     if mapped_csv:
-        src, bad = _read_csv(None, cfg.data, path=source, notes=rep.notes)
+        src, bad = csv_text.read_csv(None, cfg.data, path=source, notes=rep.notes)
     else:
         assert data is not None
         src, bad = read_source(
@@ -472,9 +464,6 @@ def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:
 # reading
 
 
-NOT_TEXT = (".gz", ".parquet", ".pq")  # every other file is read as CSV text
-
-
 def file_stem(source: str) -> str:
     """The file name without its extension (.csv.gz, .csv, .txt, .parquet, ...)."""
     name = PurePosixPath(source).name
@@ -548,28 +537,6 @@ def _typed_path_value(name: str, raw: str | None, kind: str, rel: str) -> Any:
     return raw
 
 
-def read_source(
-    data: bytes,
-    source: str,
-    cfg: DataConfig,
-    max_bytes: int,
-    max_rows: int,
-    notes: list[str] | None = None,
-) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    """Parse a source file. Returns the frame of parsed rows (source columns + ``_row``) and the
-    rows that could not be parsed at all, as ``(row, reason, raw text)``."""
-    if len(data) == 0:
-        raise FileRejected("empty file (0 bytes)")
-    lower = source.lower()
-    if lower.endswith((".parquet", ".pq")) or data[:4] == b"PAR1":
-        return _read_parquet(data, cfg, max_rows), []
-    if lower.endswith(".gz") or data[:2] == b"\x1f\x8b":
-        data = _gunzip(data, max_bytes)
-        if len(data) == 0:
-            raise FileRejected("empty file (gzip holds 0 bytes)")
-    return _read_csv(data, cfg, notes=notes)
-
-
 def _parsed_numbers(src: pl.DataFrame, source: str) -> bool:
     """Did the fast CSV path parse numbers (so ``raw`` would show reformatted values)?"""
     is_csv = not source.lower().endswith((".parquet", ".pq"))
@@ -582,10 +549,10 @@ def _with_source_text(
     """Replace ``raw`` of quarantined rows by the source text of each field (read once more, all
     as strings: only files with quarantined rows pay this)."""
     if source.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-        data = _gunzip(data, cfg.lake.max_file_bytes)
+        data = gunzip(data, cfg.lake.max_file_bytes)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    opts = _read_opts(cfg.data, _layout(data[: 1 << 20], cfg.data, None))
+    opts = csv_text.read_opts(cfg.data, csv_text.read_layout(data[: 1 << 20], cfg.data, None))
     text = pl.read_csv(data, **opts).with_row_index(ROW, offset=1)
     raw = text.select(
         pl.col(ROW).cast(pl.Int64).alias("source_row"),
@@ -593,291 +560,6 @@ def _with_source_text(
     )
     q = quarantine.join(raw, on="source_row", how="left", maintain_order="left")
     return q.with_columns(raw=pl.coalesce("_text", "raw")).drop("_text")
-
-
-def _gunzip(data: bytes, max_bytes: int) -> bytes:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
-            out = g.read(max_bytes + 1)
-    except (OSError, EOFError, zlib.error) as e:
-        raise FileRejected(f"corrupt gzip: {e}") from e
-    if len(out) > max_bytes:
-        raise FileRejected(f"decompressed size over the cap lake.max_file_bytes={max_bytes}")
-    return out
-
-
-def _read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
-    try:
-        pf = pq.ParquetFile(io.BytesIO(data))
-        if pf.metadata.num_rows > max_rows:
-            raise FileRejected(
-                f"Parquet file declares {pf.metadata.num_rows} rows, "
-                f"over lake.max_rows_per_file={max_rows}"
-            )
-        table = pf.read()
-    except FileRejected:
-        raise
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise FileRejected(f"corrupt or unreadable Parquet: {e}") from e
-    if table.num_rows == 0:
-        raise FileRejected("Parquet file has no rows")
-    names = table.column_names
-    if len(set(names)) != len(names):
-        raise FileRejected(f"duplicate column names: {names}")
-    _check_columns(names, cfg)
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    for ch in cfg.channels:
-        dt = df.schema[ch.src]
-        if not (dt.is_numeric() or dt == pl.String):
-            raise FileRejected(f"column {ch.src!r} has type {dt}, expected a number")
-    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
-
-
-def _check_columns(names: list[str], cfg: DataConfig) -> None:
-    missing = [c for c in cfg.required_source_columns() if c not in names]
-    if not missing:
-        return
-    if len(names) == 1:
-        for d in (";", "\t", "|", ","):
-            if d != cfg.csv.delimiter and d in names[0]:
-                raise FileRejected(
-                    f"wrong delimiter: the header is one column {names[0][:80]!r}; it looks "
-                    f"{d!r}-separated but data.csv.delimiter is {cfg.csv.delimiter!r}"
-                )
-    raise FileRejected(f"missing required columns {missing}; the file has {names}")
-
-
-INDEX_COLUMN = "row_index"  # the name given to a leading unnamed index field
-
-
-@dataclass
-class _Layout:
-    """How the lines of a CSV file map to fields: lines skipped before the data (skip_rows,
-    then the header line) and the names of the fields."""
-
-    skip: int
-    names: list[str]
-
-
-def _csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
-    """The first `n` records of the text (after skip_rows, without comment lines)."""
-    c = cfg.csv
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        text = head[: e.start].decode("utf-8")
-        if not text.count("\n"):
-            raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
-    lines = [ln for ln in text.splitlines()[c.skip_rows :] if ln.strip()]  # no blank lines
-    if c.comment_prefix:
-        lines = [ln for ln in lines if not ln.startswith(c.comment_prefix)]
-    reader = csv.reader(lines[: n + 5], delimiter=c.delimiter, quotechar=c.quote_char or '"')
-    out = []
-    try:
-        for rec in reader:
-            out.append(rec)
-            if len(out) == n:
-                break
-    except csv.Error:
-        pass
-    return out
-
-
-def _layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> _Layout:
-    """The field names of a CSV file by data.csv (header, names, index_column, skip_rows)."""
-    c = cfg.csv
-    recs = _csv_records(head, cfg, 6)
-    if not recs:
-        raise FileRejected("empty file (only whitespace)" if head else "empty file (0 bytes)")
-    if not c.header:
-        names = list(c.names or [])
-        if len(recs[0]) == len(names) + 1 and c.index_column != "no":
-            names = [INDEX_COLUMN, *names]
-        return _Layout(c.skip_rows, names)
-    header = recs[0]
-    index = c.index_column == "yes" or (
-        c.index_column == "auto"
-        and not (header and header[0] == "")
-        and _looks_indexed(header, recs[1:])
-    )
-    if header and header[0] == "" and c.index_column != "no" and len(header) > 1:
-        header = [INDEX_COLUMN, *header[1:]]  # an index field with an empty name
-        if notes is not None:
-            notes.append(f"the first field has no name: read as {INDEX_COLUMN}")
-    if index:
-        header = [INDEX_COLUMN, *header]
-        if notes is not None:
-            notes.append(
-                f"leading unnamed index field: the header has {len(header) - 1} names, the "
-                f"rows {len(header)} fields; read as {INDEX_COLUMN} (data.csv.index_column)"
-            )
-    if c.names is not None:
-        if len(c.names) != len(header):
-            raise FileRejected(
-                f"data.csv.names has {len(c.names)} names but the file has {len(header)} "
-                f"fields ({header})"
-            )
-        header = list(c.names)
-    return _Layout(c.skip_rows + 1, header)
-
-
-def _looks_indexed(header: list[str], rows: list[list[str]]) -> bool:
-    """A leading unnamed row index, as pandas and R write one: the first rows (at least two)
-    all have one field more than the header, and their first fields count up by one."""
-    if len(rows) < 2 or any(len(r) != len(header) + 1 for r in rows):
-        return False
-    try:
-        first = [int(r[0]) for r in rows]
-    except ValueError:
-        return False
-    return all(b - a == 1 for a, b in zip(first, first[1:], strict=False))
-
-
-def _read_opts(cfg: DataConfig, layout: _Layout) -> dict[str, Any]:
-    c = cfg.csv
-    return dict(
-        separator=c.delimiter,
-        quote_char=c.quote_char,
-        null_values=c.null_values,
-        has_header=False,
-        new_columns=layout.names,
-        skip_rows=layout.skip,
-        comment_prefix=c.comment_prefix,
-        infer_schema=False,
-        raise_if_empty=False,
-    )
-
-
-def _read_csv(
-    data: bytes | None,
-    cfg: DataConfig,
-    path: str | None = None,
-    notes: list[str] | None = None,
-) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
-    ``path`` (only the first 1 MiB is read here, for the header checks)."""
-    if data is None:
-        assert path is not None
-        with open(path, "rb") as f:
-            head = f.read(1 << 20)
-        if len(head) < (1 << 20):  # small file: it is all here
-            data, head = head, b""
-    if data is not None:
-        head = data
-    if len(head) == 0:
-        raise FileRejected("empty file (0 bytes)")
-    bom = head.startswith(b"\xef\xbb\xbf")
-    if bom:
-        head = head[3:]  # UTF-8 byte order mark
-        if data is not None:
-            data = data[3:]
-    if not head.strip() and data is not None:
-        raise FileRejected("empty file (only whitespace)")
-    layout = _layout(head, cfg, notes)
-    names = layout.names
-    if len(set(names)) != len(names):
-        raise FileRejected(f"duplicate column names in the header: {names}")
-    _check_columns(names, cfg)
-    n_header = layout.skip - cfg.csv.skip_rows
-    if data is not None and len(_csv_records(data[: 1 << 20], cfg, n_header + 1)) <= n_header:
-        raise FileRejected("header only: no data rows")
-
-    opts = _read_opts(cfg, layout)
-    # fast path: polars parses the numeric columns itself; any unparseable value (or a ragged
-    # line) sends the whole file down the careful path, which quarantines row by row
-    try:
-        df = pl.read_csv(
-            data if data is not None else path, schema_overrides=_numeric_overrides(cfg), **opts
-        )
-        if df.height and df[names[-1]].null_count() == 0:  # short lines leave trailing nulls
-            return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
-    except pl.exceptions.PolarsError:
-        pass
-    if data is None:  # the careful path works on the bytes
-        with open(path, "rb") as f:  # type: ignore[arg-type]
-            data = f.read()
-        if bom:
-            data = data[3:]
-    return _read_csv_careful(data, layout, cfg)
-
-
-def _numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
-    # channels straight to float32: an overflow becomes inf and is quarantined as non-finite,
-    # and quarantined rows keep their source text (see _with_source_text)
-    ov: dict[str, pl.DataType] = {ch.src: pl.Float32() for ch in cfg.channels}
-    fmt = cfg.timestamp.format
-    if fmt in ("epoch_us", "epoch_ns", "sample_index"):
-        ov[cfg.timestamp.column] = pl.Int64()
-    elif fmt in ("epoch_s", "epoch_ms"):
-        ov[cfg.timestamp.column] = pl.Float64()
-    if cfg.label is not None and cfg.label.dtype in ("int", "float"):
-        ov[cfg.label.column] = pl.Float64()  # int labels may be written 1.0; checked in mapping
-    for name, kind in cfg.columns.items():
-        if kind in ("int", "float"):
-            ov[name] = EXTRA_DTYPES[kind]
-    return ov
-
-
-def _read_csv_careful(
-    data: bytes, layout: _Layout, cfg: DataConfig
-) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    """Record by record with the csv module: every line is either a row or a quarantined line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise FileRejected(f"not UTF-8: invalid byte 0x{data[e.start]:02x} on line {line}") from e
-    reader = csv.reader(
-        io.StringIO(text, newline=""),
-        delimiter=cfg.csv.delimiter,
-        quotechar=cfg.csv.quote_char or '"',
-        strict=True,
-    )
-    header = layout.names
-    ncol = len(header)
-    nulls = set(cfg.csv.null_values)
-    prefix = cfg.csv.comment_prefix
-    cols: list[list[str | None]] = [[] for _ in range(ncol)]
-    rows: list[int] = []
-    bad: list[tuple[int, str, str]] = []
-    raw_skip = cfg.csv.skip_rows
-    header_lines = layout.skip - raw_skip
-    try:
-        i = 0
-        for rec in reader:
-            if raw_skip:  # data.csv.skip_rows: lines before everything, comments or not
-                raw_skip -= 1
-                continue
-            if prefix and rec and rec[0].startswith(prefix):
-                continue  # comment lines are not rows
-            if header_lines:
-                header_lines -= 1
-                continue
-            i += 1
-            if not rec or rec == [""] * len(rec) and len(rec) <= 1:
-                bad.append((i, "blank line", ""))
-                continue
-            if len(rec) != ncol:
-                bad.append(
-                    (
-                        i,
-                        f"ragged line: {len(rec)} fields, the header has {ncol}",
-                        cfg.csv.delimiter.join(rec),
-                    )
-                )
-                continue
-            rows.append(i)
-            for j, v in enumerate(rec):
-                cols[j].append(None if v in nulls else v)
-    except csv.Error as e:
-        raise FileRejected(f"unparseable CSV near line {reader.line_num}: {e}") from e
-    if not rows and not bad:
-        raise FileRejected("header only: no data rows")
-    df = pl.DataFrame(
-        {h: pl.Series(h, c, dtype=pl.String) for h, c in zip(header, cols, strict=True)}
-    )
-    return df.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)), bad
 
 
 # ------------------------------------------------------------------------------------------------

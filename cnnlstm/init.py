@@ -25,18 +25,15 @@ import pyarrow.parquet as pq
 import yaml
 
 from cnnlstm.config import CsvOptions, config_from_dict
-from cnnlstm.ingest import (
+from cnnlstm.formats import ROW, FileRejected
+from cnnlstm.formats.text import (
     INDEX_COLUMN,
-    ISO_AWARE,
-    ISO_NAIVE,
-    ROW,
-    FileRejected,
-    _layout,
-    _looks_indexed,
-    _read_csv_careful,
-    _read_opts,
-    file_stem,
+    looks_indexed,
+    read_csv_careful,
+    read_layout,
+    read_opts,
 )
+from cnnlstm.ingest import ISO_AWARE, ISO_NAIVE, file_stem
 
 DEFAULT_INCLUDE = ["*.csv", "*.csv.gz", "*.parquet", "*.pq"]
 # file endings read as data (everything else in the folder is listed and ignored)
@@ -229,7 +226,7 @@ def sniff(text: str) -> Dialect:
         return d
     d.delimiter, recs, d.skip_rows = best
     first, rows = recs[0], recs[1:6]
-    if _looks_indexed(first, rows):
+    if looks_indexed(first, rows):
         d.indexed = True
         return d
     width = len(rows[0]) if rows else len(first)
@@ -255,14 +252,14 @@ def sniff(text: str) -> Dialect:
 def read_text(data: bytes, dialect: Dialect) -> pl.DataFrame:
     """The sample read as ingest reads it (all columns as strings)."""
     shim = SimpleNamespace(csv=dialect.options())
-    layout = _layout(data, shim, None)  # type: ignore[arg-type]
+    layout = read_layout(data, shim, None)  # type: ignore[arg-type]
     try:
-        df = pl.read_csv(data, **_read_opts(shim, layout))  # type: ignore[arg-type]
+        df = pl.read_csv(data, **read_opts(shim, layout))  # type: ignore[arg-type]
         if not df.height or df[layout.names[-1]].null_count() == 0:
             return df
     except pl.exceptions.PolarsError:
         pass
-    df, _ = _read_csv_careful(data, layout, shim)  # type: ignore[arg-type]
+    df, _ = read_csv_careful(data, layout, shim)  # type: ignore[arg-type]
     return df.drop(ROW)
 
 

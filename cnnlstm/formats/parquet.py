@@ -1,0 +1,51 @@
+"""Parquet (.parquet, .pq, or the PAR1 magic bytes): the declared row count is checked against
+lake.max_rows_per_file before anything is decoded."""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cnnlstm.config import DataConfig
+from cnnlstm.formats.base import ROW, FileRejected, check_columns
+
+
+def matches(source: str, head: bytes) -> bool:
+    return source.lower().endswith((".parquet", ".pq")) or head[:4] == b"PAR1"
+
+
+def read(
+    data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int, notes=None
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    return read_parquet(data, cfg, max_rows), []
+
+
+def read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+        if pf.metadata.num_rows > max_rows:
+            raise FileRejected(
+                f"Parquet file declares {pf.metadata.num_rows} rows, "
+                f"over lake.max_rows_per_file={max_rows}"
+            )
+        table = pf.read()
+    except FileRejected:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise FileRejected(f"corrupt or unreadable Parquet: {e}") from e
+    if table.num_rows == 0:
+        raise FileRejected("Parquet file has no rows")
+    names = table.column_names
+    if len(set(names)) != len(names):
+        raise FileRejected(f"duplicate column names: {names}")
+    check_columns(names, cfg)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    for ch in cfg.channels:
+        dt = df.schema[ch.src]
+        if not (dt.is_numeric() or dt == pl.String):
+            raise FileRejected(f"column {ch.src!r} has type {dt}, expected a number")
+    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))

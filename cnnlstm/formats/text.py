@@ -1,0 +1,259 @@
+"""CSV text (any extension but .gz and Parquet): the dialect of data.csv (delimiter, quotes,
+header or explicit names, a leading unnamed index field, skipped lines, comments), a fast polars
+path and a careful record-by-record path that quarantines ragged lines with their row number."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from cnnlstm.config import DataConfig
+from cnnlstm.formats.base import ROW, FileRejected, check_columns
+from schemas.readings import EXTRA_DTYPES
+
+
+def matches(source: str, head: bytes) -> bool:
+    """The fallback: every file that no other reader takes is read as CSV text."""
+    return True
+
+
+def read(
+    data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int, notes=None
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    return read_csv(data, cfg, notes=notes)
+
+
+INDEX_COLUMN = "row_index"  # the name given to a leading unnamed index field
+
+
+@dataclass
+class Layout:
+    """How the lines of a CSV file map to fields: lines skipped before the data (skip_rows,
+    then the header line) and the names of the fields."""
+
+    skip: int
+    names: list[str]
+
+
+def csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
+    """The first `n` records of the text (after skip_rows, without comment lines)."""
+    c = cfg.csv
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = head[: e.start].decode("utf-8")
+        if not text.count("\n"):
+            raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
+    lines = [ln for ln in text.splitlines()[c.skip_rows :] if ln.strip()]  # no blank lines
+    if c.comment_prefix:
+        lines = [ln for ln in lines if not ln.startswith(c.comment_prefix)]
+    reader = csv.reader(lines[: n + 5], delimiter=c.delimiter, quotechar=c.quote_char or '"')
+    out = []
+    try:
+        for rec in reader:
+            out.append(rec)
+            if len(out) == n:
+                break
+    except csv.Error:
+        pass
+    return out
+
+
+def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout:
+    """The field names of a CSV file by data.csv (header, names, index_column, skip_rows)."""
+    c = cfg.csv
+    recs = csv_records(head, cfg, 6)
+    if not recs:
+        raise FileRejected("empty file (only whitespace)" if head else "empty file (0 bytes)")
+    if not c.header:
+        names = list(c.names or [])
+        if len(recs[0]) == len(names) + 1 and c.index_column != "no":
+            names = [INDEX_COLUMN, *names]
+        return Layout(c.skip_rows, names)
+    header = recs[0]
+    index = c.index_column == "yes" or (
+        c.index_column == "auto"
+        and not (header and header[0] == "")
+        and looks_indexed(header, recs[1:])
+    )
+    if header and header[0] == "" and c.index_column != "no" and len(header) > 1:
+        header = [INDEX_COLUMN, *header[1:]]  # an index field with an empty name
+        if notes is not None:
+            notes.append(f"the first field has no name: read as {INDEX_COLUMN}")
+    if index:
+        header = [INDEX_COLUMN, *header]
+        if notes is not None:
+            notes.append(
+                f"leading unnamed index field: the header has {len(header) - 1} names, the "
+                f"rows {len(header)} fields; read as {INDEX_COLUMN} (data.csv.index_column)"
+            )
+    if c.names is not None:
+        if len(c.names) != len(header):
+            raise FileRejected(
+                f"data.csv.names has {len(c.names)} names but the file has {len(header)} "
+                f"fields ({header})"
+            )
+        header = list(c.names)
+    return Layout(c.skip_rows + 1, header)
+
+
+def looks_indexed(header: list[str], rows: list[list[str]]) -> bool:
+    """A leading unnamed row index, as pandas and R write one: the first rows (at least two)
+    all have one field more than the header, and their first fields count up by one."""
+    if len(rows) < 2 or any(len(r) != len(header) + 1 for r in rows):
+        return False
+    try:
+        first = [int(r[0]) for r in rows]
+    except ValueError:
+        return False
+    return all(b - a == 1 for a, b in zip(first, first[1:], strict=False))
+
+
+def read_opts(cfg: DataConfig, layout: Layout) -> dict[str, Any]:
+    c = cfg.csv
+    return dict(
+        separator=c.delimiter,
+        quote_char=c.quote_char,
+        null_values=c.null_values,
+        has_header=False,
+        new_columns=layout.names,
+        skip_rows=layout.skip,
+        comment_prefix=c.comment_prefix,
+        infer_schema=False,
+        raise_if_empty=False,
+    )
+
+
+def read_csv(
+    data: bytes | None,
+    cfg: DataConfig,
+    path: str | None = None,
+    notes: list[str] | None = None,
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
+    ``path`` (only the first 1 MiB is read here, for the header checks)."""
+    if data is None:
+        assert path is not None
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        if len(head) < (1 << 20):  # small file: it is all here
+            data, head = head, b""
+    if data is not None:
+        head = data
+    if len(head) == 0:
+        raise FileRejected("empty file (0 bytes)")
+    bom = head.startswith(b"\xef\xbb\xbf")
+    if bom:
+        head = head[3:]  # UTF-8 byte order mark
+        if data is not None:
+            data = data[3:]
+    if not head.strip() and data is not None:
+        raise FileRejected("empty file (only whitespace)")
+    layout = read_layout(head, cfg, notes)
+    names = layout.names
+    if len(set(names)) != len(names):
+        raise FileRejected(f"duplicate column names in the header: {names}")
+    check_columns(names, cfg)
+    n_header = layout.skip - cfg.csv.skip_rows
+    if data is not None and len(csv_records(data[: 1 << 20], cfg, n_header + 1)) <= n_header:
+        raise FileRejected("header only: no data rows")
+
+    opts = read_opts(cfg, layout)
+    # fast path: polars parses the numeric columns itself; any unparseable value (or a ragged
+    # line) sends the whole file down the careful path, which quarantines row by row
+    try:
+        df = pl.read_csv(
+            data if data is not None else path, schema_overrides=numeric_overrides(cfg), **opts
+        )
+        if df.height and df[names[-1]].null_count() == 0:  # short lines leave trailing nulls
+            return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64)), []
+    except pl.exceptions.PolarsError:
+        pass
+    if data is None:  # the careful path works on the bytes
+        with open(path, "rb") as f:  # type: ignore[arg-type]
+            data = f.read()
+        if bom:
+            data = data[3:]
+    return read_csv_careful(data, layout, cfg)
+
+
+def numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
+    # channels straight to float32: an overflow becomes inf and is quarantined as non-finite,
+    # and quarantined rows keep their source text (see _with_source_text)
+    ov: dict[str, pl.DataType] = {ch.src: pl.Float32() for ch in cfg.channels}
+    fmt = cfg.timestamp.format
+    if fmt in ("epoch_us", "epoch_ns", "sample_index"):
+        ov[cfg.timestamp.column] = pl.Int64()
+    elif fmt in ("epoch_s", "epoch_ms"):
+        ov[cfg.timestamp.column] = pl.Float64()
+    if cfg.label is not None and cfg.label.dtype in ("int", "float"):
+        ov[cfg.label.column] = pl.Float64()  # int labels may be written 1.0; checked in mapping
+    for name, kind in cfg.columns.items():
+        if kind in ("int", "float"):
+            ov[name] = EXTRA_DTYPES[kind]
+    return ov
+
+
+def read_csv_careful(
+    data: bytes, layout: Layout, cfg: DataConfig
+) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """Record by record with the csv module: every line is either a row or a quarantined line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise FileRejected(f"not UTF-8: invalid byte 0x{data[e.start]:02x} on line {line}") from e
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=cfg.csv.delimiter,
+        quotechar=cfg.csv.quote_char or '"',
+        strict=True,
+    )
+    header = layout.names
+    ncol = len(header)
+    nulls = set(cfg.csv.null_values)
+    prefix = cfg.csv.comment_prefix
+    cols: list[list[str | None]] = [[] for _ in range(ncol)]
+    rows: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    raw_skip = cfg.csv.skip_rows
+    header_lines = layout.skip - raw_skip
+    try:
+        i = 0
+        for rec in reader:
+            if raw_skip:  # data.csv.skip_rows: lines before everything, comments or not
+                raw_skip -= 1
+                continue
+            if prefix and rec and rec[0].startswith(prefix):
+                continue  # comment lines are not rows
+            if header_lines:
+                header_lines -= 1
+                continue
+            i += 1
+            if not rec or rec == [""] * len(rec) and len(rec) <= 1:
+                bad.append((i, "blank line", ""))
+                continue
+            if len(rec) != ncol:
+                bad.append(
+                    (
+                        i,
+                        f"ragged line: {len(rec)} fields, the header has {ncol}",
+                        cfg.csv.delimiter.join(rec),
+                    )
+                )
+                continue
+            rows.append(i)
+            for j, v in enumerate(rec):
+                cols[j].append(None if v in nulls else v)
+    except csv.Error as e:
+        raise FileRejected(f"unparseable CSV near line {reader.line_num}: {e}") from e
+    if not rows and not bad:
+        raise FileRejected("header only: no data rows")
+    df = pl.DataFrame(
+        {h: pl.Series(h, c, dtype=pl.String) for h, c in zip(header, cols, strict=True)}
+    )
+    return df.with_columns(pl.Series(ROW, rows, dtype=pl.Int64)), bad
