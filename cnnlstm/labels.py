@@ -38,7 +38,7 @@ def _entity_majority(ent_codes, codes, n_ent, n_values):
     return out
 
 
-def _need_labels(cut: Cut) -> np.ndarray:
+def require_labels(cut: Cut) -> np.ndarray:
     if cut.codes is None:
         raise ValueError(
             "the readings have no label column: set data.label in the config (or use a task "
@@ -70,7 +70,7 @@ def class_labels(cut: Cut, cfg: WindowConfig, classes: list[Any]) -> tuple[np.nd
     """Class index per window by window.label: ``last`` (the last input sample's label),
     ``majority`` (the most frequent, kept when its share >= window.min_purity) or ``entity``
     (the entity's most frequent label)."""
-    codes = _need_labels(cut)
+    codes = require_labels(cut)
     values = cut.values
     to_class = np.array(
         [classes.index(v) if v in classes else -1 for v in values] + [-1], dtype=np.int64
@@ -93,7 +93,7 @@ def class_labels(cut: Cut, cfg: WindowConfig, classes: list[Any]) -> tuple[np.nd
 def any_positive(cut: Cut, negative: set[Any]) -> tuple[np.ndarray, np.ndarray]:
     """1 when any labelled sample of the window has a value outside `negative`, else 0; windows
     with no labelled sample have no label."""
-    codes = _need_labels(cut)
+    codes = require_labels(cut)
     pos_lut = np.array([v not in negative for v in cut.values] + [False], dtype=bool)
     c = codes[cut.idx]  # (N, L)
     labelled = ((c >= 0) & cut.mask).any(1)

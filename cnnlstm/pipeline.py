@@ -61,14 +61,22 @@ def champion_reevaluator(cfg: Config, ev, uri: str):
         spans = ev.spans
         if not spans:
             return None
-        keep = pl.lit(False)
-        for e, (t0, t1) in spans.items():
-            keep = keep | (
-                (pl.col("entity_id") == e)
-                & (pl.col("timestamp").dt.epoch("us") >= t0)
-                & (pl.col("timestamp").dt.epoch("us") <= t1)
-            )
-        readings = scan_readings(cfg.lake_uri).filter(keep).collect()
+        span = pl.LazyFrame(
+            {
+                "entity_id": list(spans),
+                "_t0": [v[0] for v in spans.values()],
+                "_t1": [v[1] for v in spans.values()],
+            },
+            schema={"entity_id": pl.String, "_t0": pl.Int64, "_t1": pl.Int64},
+        )
+        t = pl.col("timestamp").dt.epoch("us")
+        readings = (
+            scan_readings(cfg.lake_uri)
+            .join(span, on="entity_id")
+            .filter(t.is_between(pl.col("_t0"), pl.col("_t1")))
+            .drop("_t0", "_t1")
+            .collect()
+        )
         resolved = ResolvedModel(
             f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), "champion"
         )

@@ -207,12 +207,9 @@ def make_windows(meta: ModelArtifact, task, df: pl.DataFrame):
     wcfg = meta.window_config().model_copy(update={"label_names_column": None})
     cut = cut_windows(df, list(meta.channels), wcfg, horizon=task.horizon_rows)
     w = cut.windows
-    try:
-        t = task.targets(cut, list(meta.classes) or None)
-    except ValueError:  # no labels / target column in the input: nothing to grade
+    if not task.has_truth(cut):  # no labels / target column in the input: nothing to grade
         return w, None
-    if cut.codes is None and cut.target is None and not task.horizon_rows:
-        return w, None
+    t = task.targets(cut, list(meta.classes) or None)
     y = t.y
     if y.dtype.kind == "f":
         truth = np.where(t.keep.reshape((-1,) + (1,) * (y.ndim - 1)), y, np.nan)

@@ -333,7 +333,7 @@ def artifact(cfg, prep: Prepared, n_in: int, n_out: int) -> ModelArtifact:
     """The typed metadata stored with the weights."""
     ws = prep.ws
     window = cfg.window.model_dump(mode="json")
-    stats = getattr(ws, "stats", None)
+    stats = ws.stats
     if window.get("gap_tolerance_s") is None and stats is not None:
         # the tolerance derived from the training streams, so scoring cuts the same way
         tol = stats.gap_tolerance_s

@@ -37,6 +37,7 @@ class Layout:
 
     skip: int
     names: list[str]
+    data_rows_seen: int = 1  # data records in the sample read (0: the file holds none)
 
 
 def csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
@@ -73,7 +74,7 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
         names = list(c.names or [])
         if len(recs[0]) == len(names) + 1 and c.index_column != "no":
             names = [INDEX_COLUMN, *names]
-        return Layout(c.skip_rows, names)
+        return Layout(c.skip_rows, names, len(recs))
     header = recs[0]
     index = c.index_column == "yes" or (
         c.index_column == "auto"
@@ -98,7 +99,7 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
                 f"fields ({header})"
             )
         header = list(c.names)
-    return Layout(c.skip_rows + 1, header)
+    return Layout(c.skip_rows + 1, header, len(recs) - 1)
 
 
 def looks_indexed(header: list[str], rows: list[list[str]]) -> bool:
@@ -153,13 +154,12 @@ def read_csv(
             data = data[3:]
     if not head.strip() and data is not None:
         raise FileRejected("empty file (only whitespace)")
-    layout = read_layout(head, cfg, notes)
+    layout = read_layout(head[: 1 << 20], cfg, notes)  # the dialect from the first MiB
     names = layout.names
     if len(set(names)) != len(names):
         raise FileRejected(f"duplicate column names in the header: {names}")
     check_columns(names, cfg)
-    n_header = layout.skip - cfg.csv.skip_rows
-    if data is not None and len(csv_records(data[: 1 << 20], cfg, n_header + 1)) <= n_header:
+    if data is not None and layout.data_rows_seen == 0:
         raise FileRejected("header only: no data rows")
 
     opts = read_opts(cfg, layout)

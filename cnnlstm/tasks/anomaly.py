@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnlstm import labels
 from cnnlstm.evaluate import best_f1_threshold, binary_metrics
-from cnnlstm.tasks.base import Selection, Targets, Task, graded_rows
+from cnnlstm.tasks.base import Selection, Targets, Task, cross_entropy_loss, graded_rows
 
 
 class Anomaly(Task):
@@ -51,7 +51,7 @@ class Anomaly(Task):
         names = ["normal", "anomaly"]
         if cut.codes is None:
             if not self.reconstruction:
-                labels.any_positive(cut, set())  # raises: supervised needs labels
+                labels.require_labels(cut)  # supervised: a clear error
             n = len(cut.starts)  # unlabelled: every window kept, y unknown (-1)
             return Targets(np.full(n, -1, np.int64), np.ones(n, bool), [0, 1], names)
         y, labelled = labels.any_positive(cut, set(self.cfg.normal_labels))
@@ -90,10 +90,7 @@ class Anomaly(Task):
                 return window_error(out, x, lengths).mean()
 
             return loss
-        from cnnlstm.tasks.classify import Classify
-
-        self.state.setdefault("classes", [0, 1])
-        return Classify.loss_fn(self, train_y, train_cfg)  # cross-entropy (class weights)
+        return cross_entropy_loss(2, train_y, train_cfg)  # normal / anomaly
 
     def score(self, out: np.ndarray) -> np.ndarray:
         """Anomaly score per window (higher: more anomalous)."""

@@ -79,6 +79,10 @@ class Task:
     def targets(self, cut, classes: list[Any] | None = None) -> Targets:
         raise NotImplementedError
 
+    def has_truth(self, cut) -> bool:
+        """Whether the cut carries what `targets` grades against (a label column)."""
+        return cut.codes is not None
+
     def training_windows(self, w):
         """The training windows the loss sees (anomaly reconstruction: normal ones only)."""
         return w
@@ -211,6 +215,33 @@ def mlflow_type(dt) -> str:
     import polars as pl
 
     return "long" if dt == pl.Int64 else "string"
+
+
+def cross_entropy_loss(n_classes: int, train_y, train_cfg):
+    """Cross-entropy (out, x, lengths, y) -> loss with train.class_weights (balanced: from the
+    training targets' counts, or a list) and train.label_smoothing (training batches only)."""
+    import torch
+    import torch.nn.functional as F
+
+    weight = None
+    cw = train_cfg.class_weights
+    if cw == "balanced":
+        counts = torch.bincount(torch.as_tensor(train_y).cpu(), minlength=n_classes).double()
+        weight = (counts.sum() / (n_classes * counts.clamp(min=1))).float()
+    elif isinstance(cw, list):
+        if len(cw) != n_classes:
+            raise ValueError(f"train.class_weights needs {n_classes} values, got {len(cw)}")
+        weight = torch.tensor(cw, dtype=torch.float32)
+    smoothing = train_cfg.label_smoothing
+    cache: dict[Any, Any] = {}
+
+    def loss(out, x, lengths, y, train: bool = True):
+        w = None if weight is None else cache.setdefault(out.device, weight.to(out.device))
+        return F.cross_entropy(
+            out.float(), y, weight=w, label_smoothing=smoothing if train else 0.0
+        )
+
+    return loss
 
 
 def mse_loss(out, x, lengths, y, train: bool = True):

@@ -10,7 +10,14 @@ import numpy as np
 
 from cnnlstm import labels
 from cnnlstm.evaluate import classification_metrics, entity_answers, entity_truth
-from cnnlstm.tasks.base import Selection, Targets, Task, graded_rows, mlflow_type
+from cnnlstm.tasks.base import (
+    Selection,
+    Targets,
+    Task,
+    cross_entropy_loss,
+    graded_rows,
+    mlflow_type,
+)
 
 
 def softmax(out: np.ndarray) -> np.ndarray:
@@ -49,31 +56,8 @@ class Classify(Task):
 
     # ---- model -------------------------------------------------------------------------------
     def loss_fn(self, train_y, train_cfg):
-        import torch
-        import torch.nn.functional as F
-
         k = len(self.state.get("classes") or []) or int(np.max(train_y)) + 1
-        weight = None
-        cw = train_cfg.class_weights
-        if cw == "balanced":
-            counts = torch.bincount(torch.as_tensor(train_y).cpu(), minlength=k).double()
-            weight = (counts.sum() / (k * counts.clamp(min=1))).float()
-        elif isinstance(cw, list):
-            if len(cw) != k:
-                raise ValueError(f"train.class_weights needs {k} values, got {len(cw)}")
-            weight = torch.tensor(cw, dtype=torch.float32)
-        smoothing = train_cfg.label_smoothing
-        cache: dict[Any, Any] = {}
-
-        def loss(out, x, lengths, y, train: bool = True):
-            w = None
-            if weight is not None:
-                w = cache.setdefault(out.device, weight.to(out.device))
-            return F.cross_entropy(
-                out.float(), y, weight=w, label_smoothing=smoothing if train else 0.0
-            )
-
-        return loss
+        return cross_entropy_loss(k, train_y, train_cfg)
 
     def fit_state(self, train, ws, norm) -> None:
         self.state["classes"] = list(ws.classes)

@@ -38,6 +38,9 @@ class Forecast(Task):
         if window.label != "forecast":
             raise ValueError("task.kind=forecast needs window.label: forecast")
 
+    def has_truth(self, cut) -> bool:
+        return True  # the future values are in the readings themselves
+
     def targets(self, cut, classes=None) -> Targets:
         tch = list(self.window.target_channels or cut.raw_channels)
         y, keep = labels.future_values(cut, tch)

@@ -34,6 +34,9 @@ class Regress(Task):
         if not window.target_column:
             raise ValueError("task.kind=regress needs window.target_column (the value regressed)")
 
+    def has_truth(self, cut) -> bool:
+        return cut.target is not None
+
     def targets(self, cut, classes=None) -> Targets:
         y, keep = labels.end_target(cut, self.window.target_column)
         return Targets(y, keep)
