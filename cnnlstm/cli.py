@@ -77,7 +77,7 @@ def ingest(
 
     cfg = _load(config, override)
     try:
-        n = len(expand_sources(paths, cfg.data.include))
+        n = len(expand_sources(paths, cfg.data.include, cfg.data.exclude))
     except FileNotFoundError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

@@ -23,6 +23,9 @@ from cnnlstm.tasks.config import TaskConfig
 from cnnlstm.train_config import TrainConfig
 from cnnlstm.window_config import WindowConfig
 
+# documentation shipped beside data files: never read as data in a folder walk
+DEFAULT_EXCLUDE = ("readme*", "licen[cs]e*", "notice*", "changelog*", "*.md", "*.rst", "*.pdf")
+
 
 class ConfigError(ValueError):
     """A user mistake in the config file or a CLI override (exit status 2 in the CLI)."""
@@ -233,6 +236,11 @@ class DataConfig(_Strict):
         min_length=1,
         description="file name patterns read when a folder is ingested (e.g. '*.txt'); files "
         "other than .gz and Parquet are read as CSV text",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDE),
+        description="file name patterns skipped when a folder is ingested, even if included "
+        "(default: documentation files such as README.txt and LICENSE)",
     )
     path_columns: PathColumns | None = Field(
         default=None, description="metadata columns from each file's path"

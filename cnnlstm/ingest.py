@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -137,7 +138,7 @@ def ingest(
     if not dry_run:
         lake.ensure()
     report = IngestReport(lake=cfg.lake_uri)
-    for src in expand_sources(inputs, cfg.data.include):
+    for src in expand_sources(inputs, cfg.data.include, cfg.data.exclude):
         rep = ingest_file(cfg, lake, src, reprocess=reprocess, dry_run=dry_run)
         report.files.append(rep)
         if on_file:
@@ -285,6 +286,19 @@ def _path_salt(cfg: Config, meta: FileMeta) -> str:
 def _source_key(sha256: str, salt: str) -> str:
     """The ledger key of a source: its content's sha256 combined with `_path_salt`."""
     return hashlib.sha256(f"{sha256}\n{salt}".encode()).hexdigest()
+
+
+def source_quick_key(cfg: Config, path: str) -> tuple[str, str]:
+    """``(hint, key)`` for a local source without reading all of it: the content hint
+    (`_hint`) and a key that also covers the file's size and modification time and what else
+    decides its rows (`_path_salt`). For callers that cache per source (the Prefect ingest
+    flow): equal keys mean the same rows, unless a file was rewritten with the same size, first
+    and last MiB and mtime. Raises FileRejected when the path does not match the config."""
+    hint = _hint(None, path)
+    st = os.stat(path)
+    salt = _path_salt(cfg, file_meta(cfg, path))
+    key = xxhash.xxh3_128_hexdigest(f"{hint}|{st.st_size}|{st.st_mtime_ns}|{salt}".encode())
+    return hint, key
 
 
 def _hint(data: bytes | None, path: str) -> str:

@@ -11,6 +11,7 @@ decide is written as a working guess marked ``# TODO`` with the candidates, so t
 from __future__ import annotations
 
 import csv
+import fnmatch
 import gzip
 import os
 import re
@@ -24,7 +25,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
-from cnnlstm.config import CsvOptions, config_from_dict
+from cnnlstm.config import DEFAULT_EXCLUDE, CsvOptions, config_from_dict
 from cnnlstm.formats import ROW, FileRejected
 from cnnlstm.formats.text import (
     INDEX_COLUMN,
@@ -127,11 +128,71 @@ def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
         rel = p.relative_to(landing)
         if not p.is_file() or any(part.startswith(".") for part in rel.parts):
             continue
-        if _ending(p.name):
+        if _ending(p.name) and not any(
+            fnmatch.fnmatchcase(p.name.lower(), x) for x in DEFAULT_EXCLUDE
+        ):
             files.append(p)
         else:
             others[p.suffix.lower() or "(no extension)"] += 1
     return files, dict(others)
+
+
+# ------------------------------------------------------------------------------------------------
+# what a dataset's README states: sampling rate and channel units
+
+README_NAMES = re.compile(r"^(readme|about|description|info)\b.*|.*\.(md|rst)$", re.I)
+RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*Hz\b")
+UNIT_RE = re.compile(
+    r"((?:`?[A-Za-z_][\w.]*`?\s*(?:,|and|or)\s*)*`?[A-Za-z_][\w.]*`?)\s*\(([^()\s,;]{1,12})\)"
+)
+# The largest common full scale of MEMS inertial sensors, by unit: plausibility limits that no
+# real reading of such a sensor exceeds (16 g; 2000 deg/s = 34.9 rad/s).
+FULL_SCALE = {"g": 16.0, "m/s2": 157.0, "m/s^2": 157.0, "m/s²": 157.0, "rad/s": 35.0}
+FULL_SCALE.update({"deg/s": 2000.0, "dps": 2000.0, "°/s": 2000.0})
+
+
+@dataclass
+class ReadmeFacts:
+    source: str | None = None
+    rates: list[float] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+
+
+def readme_facts(landing: Path) -> ReadmeFacts:
+    """Rates (``50 Hz``) and units (``acc_x, acc_y (g)``) stated in a README in the landing folder
+    or the folder above it (the first one found). Only small text files are read."""
+    for folder in (landing, landing.parent):
+        for p in sorted(folder.glob("*")):
+            if not p.is_file() or not README_NAMES.match(p.name) or p.stat().st_size > 1 << 20:
+                continue
+            try:
+                text = p.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            f = ReadmeFacts(source=p.name)
+            f.rates = sorted({float(m.group(1)) for m in RATE_RE.finditer(text)})
+            for m in UNIT_RE.finditer(text):
+                for n in re.split(r"\s*(?:,|\band\b|\bor\b)\s*", m.group(1)):
+                    n = n.strip("` ")
+                    if n:
+                        f.units.setdefault(n, m.group(2))
+            if f.rates or f.units:
+                return f
+    return ReadmeFacts()
+
+
+def stem_pattern(stems: list[str]) -> str:
+    """``^(?P<entity>exp\\d+_user\\d+)`` when every stem has the first one's shape with other
+    digits; ``.*`` (the whole stem) otherwise."""
+    if not stems:
+        return ".*"
+    parts = re.split(r"(\d+)", stems[0])
+    if len(parts) == 1:
+        return ".*"
+    body = "".join(r"\d+" if i % 2 else re.escape(t) for i, t in enumerate(parts))
+    if all(re.fullmatch(body, s) for s in stems):
+        return f"^(?P<entity>{body})"
+    return ".*"
 
 
 def _sample(files: list[Path], landing: Path, n: int) -> list[Path]:
@@ -546,6 +607,7 @@ def infer(
     sample = _sample(files, landing, max_files)
     rel_all = [f.relative_to(landing).as_posix() for f in files]
     d = Draft()
+    facts = readme_facts(landing)
     data = d.data
     base = landing.parent if landing.name.lower() in GENERIC_DIRS else landing
     data["name"] = name or re.sub(r"[^\w\-]+", "_", base.name) or "dataset"
@@ -712,15 +774,22 @@ def infer(
         ts_col, ts_fmt = (everywhere[0].name if everywhere else "time"), "iso"
     ts: dict[str, Any] = {"column": ts_col, "format": ts_fmt}
     others = [n for _, n, _, _ in cands[1:4]]
-    rate = None
+    rate: float | None = None
     if ts_fmt == "sample_index":
-        ts["sample_rate_hz"] = 1
+        stated = facts.rates
+        if len(stated) == 1:
+            ts["sample_rate_hz"] = int(stated[0]) if stated[0].is_integer() else stated[0]
+            rate = stated[0]
+            d.comments["timestamp.sample_rate_hz"] = f"as {facts.source} states"
+        else:
+            ts["sample_rate_hz"] = 1
+            d.todo(
+                "timestamp.sample_rate_hz",
+                "a sample index holds no clock: set the real rate (1 Hz is a placeholder)"
+                + (f"; {facts.source} names {[_num(r) for r in stated]} Hz" if stated else ""),
+            )
         ts["start"] = "1970-01-01T00:00:00Z"
-        d.todo(
-            "timestamp.sample_rate_hz",
-            "a sample index holds no clock: set the real rate (1 Hz is a placeholder)",
-        )
-        d.todo("timestamp.start", "set the instant of sample 0 (a placeholder)")
+        d.comments["timestamp.start"] = "the instant of sample 0: the epoch if the files hold none"
     used.add(ts_col)
 
     # entity: a column under which time is ordered and unique (several streams per file)
@@ -774,7 +843,7 @@ def infer(
                 f"{len(cols[ent_col].distinct)} ids, each its own stream in the files"
             )
     elif stems_unique:
-        data["entity"] = {"from_filename": ".*"}
+        data["entity"] = {"from_filename": stem_pattern(stems)}
         d.comments["entity.from_filename"] = "one entity per file (the file name stem)"
     else:
         parts = [*path_names, "file"]
@@ -866,7 +935,7 @@ def infer(
             if c.const_in_files and n_files > 1 and c.integral and len(set(c.file_values)) > 1:
                 columns[name_] = "int"
             else:
-                channels.append({"name": name_})
+                channels.append(_channel(name_, c, facts))
                 d.channel_notes[name_] = _range(c)
         elif c.boolish:
             columns[name_] = "bool"
@@ -911,6 +980,22 @@ def infer(
         d.window_size = 64
         d.window_comment = "TODO: about 2-3 s of samples once the rate is known"
     return d
+
+
+def _channel(name: str, c: Col, facts: ReadmeFacts) -> dict[str, Any]:
+    """A channel; with the unit a README states and, for an inertial unit, the full-scale limits
+    when every observed value lies inside them."""
+    ch: dict[str, Any] = {"name": name}
+    unit = facts.units.get(name)
+    if unit:
+        ch["unit"] = unit
+        fs = FULL_SCALE.get(unit)
+        if fs is not None and c.lo is not None and -fs <= c.lo and c.hi <= fs:  # type: ignore[operator]
+            ch["min"], ch["max"] = (
+                -int(fs) if fs.is_integer() else -fs,
+                int(fs) if fs.is_integer() else fs,
+            )
+    return ch
 
 
 def _range(c: Col) -> str:
@@ -958,8 +1043,8 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
     L.append(f"#   cnnlstm ingest {landing_arg} -c {out.name} --dry-run")
     L.append(f"#   cnnlstm ingest {landing_arg} -c {out.name}")
     L.append(
-        "# Reference: docs/config.md. Observed ranges are comments, not limits "
-        "(channels[].min/max)."
+        "# Reference: docs/config.md. Observed ranges are comments; channel limits (min/max) are "
+        "written only for an inertial unit a README states."
     )
     for n in d.notes[1:]:
         L.append(f"# note: {n}")

@@ -306,11 +306,15 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def expand_sources(inputs: list[str], include: list[str] | None = None) -> list[str]:
+def expand_sources(
+    inputs: list[str], include: list[str] | None = None, exclude: list[str] | None = None
+) -> list[str]:
     """Files, folders (recursively) and globs -> sorted unique source files. In folders, the
     files whose name matches one of `include` (fnmatch patterns, case-insensitive; default:
-    CSV, CSV.gz and Parquet); a file or glob named explicitly is taken whatever its name."""
+    CSV, CSV.gz and Parquet) and none of `exclude`; a file or glob named explicitly is taken
+    whatever its name."""
     patterns = [p.lower() for p in (include or SOURCE_PATTERNS)]
+    skip = [p.lower() for p in (exclude or ())]
     out: list[str] = []
     for item in inputs:
         fs, p = fsspec.core.url_to_fs(item)
@@ -325,7 +329,7 @@ def expand_sources(inputs: list[str], include: list[str] | None = None) -> list[
             matches = [m for m in fs.glob(p) if not m.rsplit("/", 1)[-1].startswith(".")]
         elif fs.isdir(p):
             found = fs.find(p)
-            matches = [m for m in found if _is_source(m, patterns)]
+            matches = [m for m in found if _is_source(m, patterns) and not _is_source(m, skip)]
             if not matches:
                 raise FileNotFoundError(
                     f"no files matching data.include {patterns} in folder {item} "

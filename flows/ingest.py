@@ -12,29 +12,31 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
 from cnnlstm.config import load_config
-from cnnlstm.ingest import ingest_file
+from cnnlstm.formats import FileRejected
+from cnnlstm.ingest import ingest_file, source_quick_key
 from cnnlstm.lake import Lake, expand_sources, is_local
 from flows.common import RETRIES, run_name
 from flows.runners import is_dask_runner, task_runner_for
 
 
 def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Cache key by file content and lake - only once the lake holds that content.
+    """Cache key from the library's quick key (content hint, size, mtime, the mapping that
+    reads the file) and the lake - only once the lake holds that content.
 
     The ledger stays the source of truth: a file not (or no longer) in the lake is never served
     from the cache, so wiping the lake and re-running re-ingests it; a file already in the lake
-    gets the cached "skipped" report without re-reading it."""
+    gets the cached "skipped" report without re-reading it; a changed mapping is another key."""
     path = parameters["path"]
     if not is_local(path):
         return None
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    lake_uri = load_config(parameters["config"]).lake_uri
-    if not Lake(lake_uri).has_hint(h.hexdigest()):
+    cfg = load_config(parameters["config"])
+    try:
+        hint, key = source_quick_key(cfg, path)
+    except (OSError, FileRejected):
+        return None  # the task reports it
+    if not Lake(cfg.lake_uri).has_hint(hint):
         return None
-    return f"ingest-{h.hexdigest()}-{xxhash.xxh3_64_hexdigest(lake_uri.encode())}"
+    return f"ingest-{key}-{xxhash.xxh3_64_hexdigest(cfg.lake_uri.encode())}"
 
 
 @task(name="ingest-file", cache_key_fn=_content_key, persist_result=True, **RETRIES)
@@ -57,7 +59,7 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
         if not cfg.data.landing:
             raise ValueError(f"{config}: data.landing is not set and no paths were given")
         paths = [cfg.resolve_path(cfg.data.landing)]
-    return expand_sources(paths, cfg.data.include)
+    return expand_sources(paths, cfg.data.include, cfg.data.exclude)
 
 
 def _fan_out_runner(config: str):

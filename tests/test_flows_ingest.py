@@ -49,7 +49,9 @@ def test_is_transient_classifies_errors() -> None:
     assert not is_transient(None)
 
 
-def test_ingest_flow_maps_files_and_rerun_adds_nothing(harness, tmp_path: Path) -> None:
+def test_ingest_flow_maps_files_and_rerun_adds_nothing(
+    harness, tmp_path: Path, monkeypatch
+) -> None:
     cfg_file = _config_file(tmp_path)
     _land(tmp_path)
     first = fi.ingest_flow(str(cfg_file))
@@ -58,9 +60,20 @@ def test_ingest_flow_maps_files_and_rerun_adds_nothing(harness, tmp_path: Path) 
     rejected = [f for f in first["files"] if f["outcome"] == "rejected"]
     assert rejected[0]["name"] == "empty.csv" and "empty file" in rejected[0]["reason"]
 
-    for _ in range(2):  # second run: ledger skip; third: served from the content-keyed cache
-        again = fi.ingest_flow(str(cfg_file))
-        assert again["totals"]["accepted"] == 0 and again["totals"]["skipped"] == 2
+    again = fi.ingest_flow(str(cfg_file))  # second run: the ledger skips both files
+    assert again["totals"]["accepted"] == 0 and again["totals"]["skipped"] == 2
+
+    real = fi.ingest_file
+
+    def must_not_run(cfg, lake, path):  # a rejected file is never cached: it runs again
+        if not path.endswith("empty.csv"):
+            raise AssertionError(f"{path} was read although its cache key is unchanged")
+        return real(cfg, lake, path)
+
+    # third run: the two committed files are served from the cache without running the task
+    monkeypatch.setattr(fi, "ingest_file", must_not_run)
+    again = fi.ingest_flow(str(cfg_file))
+    assert again["totals"]["skipped"] == 2 and again["totals"]["rejected"] == 1
     assert lake_summary(str(tmp_path / "lake"))["rows"] == 10
 
 

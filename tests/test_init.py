@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cnnlstm.cli import app
 from cnnlstm.config import load_config
 from cnnlstm.ingest import ingest
-from cnnlstm.init import write_config
+from cnnlstm.init import readme_facts, stem_pattern, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_split_and_subject_in_the_path(tmp_path: Path):
     assert "(?P<split>" in pc["pattern"] and "(?P<subject>" in pc["pattern"]
     assert pc["types"]["subject"] == "int"
     assert data["timestamp"] == {"column": "t", "format": "epoch_s"}
-    assert data["entity"] == {"from_filename": ".*"}
+    assert data["entity"] == {"from_filename": r"^(?P<entity>subject\d+_rec\d+)"}
     assert [c["name"] for c in data["channels"]] == ["a", "b"]
     assert data["landing"] == "../landing"
 
@@ -153,17 +153,24 @@ def test_hapt_agrees_with_the_hand_written_config(tmp_path: Path):
     d = write_config(REPO / "data/hapt/landing", out, max_files=3, max_bytes=64 * 1024)
     got = load_config(out).data
     want = load_config(REPO / "configs/hapt.yaml").data
-    assert got.channel_names == want.channel_names
-    assert (got.timestamp.column, got.timestamp.format) == ("sample", "sample_index")
-    assert (got.label.column, got.label.dtype) == (want.label.column, want.label.dtype)
-    assert got.columns == want.columns
-    assert got.entity.from_filename == ".*" and got.path_columns is None
-    assert got.name == "hapt"
-    todo = " ".join(d.todos)
-    assert "sample_rate_hz" in todo and "start" in todo
-    # the placeholders are the documented edit; with the real rate the window is HAPT's
-    rows = ingest(load_config(out), [str(REPO / "data/hapt/landing/exp01_user01.csv.gz")])
-    assert rows.clean
+    # every data key: the rate and the units from data/hapt/README.md, the limits from the units
+    assert (out.parent / got.landing).resolve() == (REPO / "configs" / want.landing).resolve()
+    assert got.model_dump(exclude={"landing"}) == want.model_dump(exclude={"landing"})
+    assert not d.todos, d.todos
+    text = out.read_text()
+    assert "as README.md states" in text and "size: 128" in text
+
+
+def test_readme_facts_and_stem_patterns(tmp_path: Path):
+    (tmp_path / "README.txt").write_text(
+        "Sampled at 100 Hz. Columns: `ax`, `ay` and az (m/s^2); temp (degC); id (see notes)\n"
+    )
+    f = readme_facts(tmp_path)
+    assert f.source == "README.txt" and f.rates == [100.0]
+    assert f.units == {"ax": "m/s^2", "ay": "m/s^2", "az": "m/s^2", "temp": "degC"}
+    assert stem_pattern(["s1_run02", "s12_run3"]) == r"^(?P<entity>s\d+_run\d+)"
+    assert stem_pattern(["s1_run02", "pilot"]) == ".*"
+    assert stem_pattern(["walk", "run"]) == ".*"
 
 
 @pytest.mark.parametrize("delim", [";", "\t", "|"])
