@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= configs/hapt.yaml
 
-.PHONY: install run test lint format bench-ingest clean-data
+.PHONY: install run test lint format bench-ingest bench-ingest-many clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ format: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(PY) benchmarks/ingest.py
+
+## 10,000 small files in one ingest: per-file time of the first and last 1,000 (FILES=N: fewer)
+bench-ingest-many: $(STAMP)
+	$(PY) benchmarks/ingest_many.py --files $(or $(FILES),10000)
 
 ## remove generated data (lake, runs, MLflow store) - not the virtual environment
 clean-data:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cnnlstm.drift import TrainingStats
+
 ARTIFACT_FORMAT = "cnnlstm-model/2"
 
 
@@ -31,6 +33,11 @@ class ModelArtifact(BaseModel):
     classes: list[Any] = Field(default_factory=list)
     class_names: list[str] = Field(default_factory=list)
     target_channels: list[str] = Field(default_factory=list)
+    training_stats: TrainingStats | None = Field(
+        default=None,
+        description="the training data's statistics that scoring compares the scored data "
+        "with (cnnlstm.drift); None in artifacts written before they were stored",
+    )
 
     # ---- rebuilt objects ---------------------------------------------------------------------
     def window_config(self):

@@ -114,12 +114,19 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: ModelArtifact) ->
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelArtifact]:
     """Tensors and metadata of a model artifact, checksum and format verified."""
-    from pydantic import ValidationError
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}")
-    raw = path.read_bytes()
+    return read_model_bytes(path.read_bytes(), path)
+
+
+def read_model_bytes(
+    raw: bytes, path: str | Path = "<model bytes>"
+) -> tuple[dict[str, torch.Tensor], ModelArtifact]:
+    """`read_model_file` of bytes already read (so that the bytes whose hash was checked are the
+    bytes parsed; `path` only names them in errors). Nothing is unpickled: safetensors + JSON."""
+    from pydantic import ValidationError
+
     try:
         tensors = st_load(raw)
         n = int.from_bytes(raw[:8], "little")
@@ -147,7 +154,13 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelArt
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model from its artifact: returns (model in eval mode, ModelArtifact)."""
-    tensors, meta = read_model_file(path)
+    return build_model(*read_model_file(path), device)
+
+
+def build_model(
+    tensors: dict[str, torch.Tensor], meta: ModelArtifact, device: str | torch.device = "cpu"
+):
+    """(model in eval mode, ModelArtifact) from the tensors and metadata of an artifact."""
     model = meta.make_task().build_model(meta.model_config_(), meta.n_channels, meta.n_outputs)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta

@@ -1,7 +1,9 @@
 """The ``cnnlstm`` command line.
 
 Exit status (all commands): 0 success; 1 the job ran but something needs a look (ingest:
-rows quarantined or files rejected); 2 usage or config error.
+rows quarantined or files rejected); 2 usage or config error; 3 an infrastructure failure (ingest:
+the lake could not be written or locked - disk full, read-only, lock timeout; nothing was marked
+as bad data: run again).
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def ingest(
     """Land sensor files in the lake: validated, partitioned, idempotent.
 
     Exit 0 when every row went in clean, 1 when rows were quarantined or files rejected,
-    2 for usage or config errors."""
-    from cnnlstm.ingest import ingest as run_ingest
+    2 for usage or config errors, 3 when the lake could not be written (disk full, read-only,
+    lock timeout: run again)."""
     from cnnlstm.lake import expand_sources
 
     cfg = _load(config, override)
     try:
-        n = len(expand_sources(paths, cfg.data.include, cfg.data.exclude))
+        n = len(expand_sources(paths, cfg.data.include, cfg.data.exclude, cfg.data.follow_symlinks))
     except FileNotFoundError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -96,12 +98,31 @@ def ingest(
         def tick(rep):
             progress.update(task, advance=1, description=rep.name)
 
-        report = run_ingest(cfg, paths, on_file=tick, reprocess=reprocess, dry_run=dry_run)
+        report = _run_ingest(cfg, paths, on_file=tick, reprocess=reprocess, dry_run=dry_run)
     if json_out:
         print(json.dumps(report.to_dict() | {"dry_run": dry_run}, indent=1))
     else:
         _print_ingest(report, dry_run)
-    raise typer.Exit(0 if report.clean else 1)
+    raise typer.Exit(_ingest_status(report))
+
+
+def _run_ingest(cfg, paths, **kw):
+    """`cnnlstm.ingest.ingest`; a lake that cannot be used at all exits 3."""
+    from cnnlstm.ingest import ingest as run_ingest
+    from cnnlstm.lake import LakeError, LakeUnavailable
+
+    try:
+        return run_ingest(cfg, paths, **kw)
+    except (LakeUnavailable, LakeError) as e:
+        err.print(f"[red]lake error:[/red] {e}")
+        raise typer.Exit(3) from None
+
+
+def _ingest_status(report, complete: bool = True) -> int:
+    """3 a file failed on the lake (run again), 1 rows quarantined or files rejected, else 0."""
+    if report.failed:
+        return 3
+    return 0 if report.clean and complete else 1
 
 
 def _print_ingest(report, dry_run: bool = False) -> None:
@@ -117,7 +138,8 @@ def _print_ingest(report, dry_run: bool = False) -> None:
         ("reason", "left"),
     ):
         t.add_column(c, justify=j, overflow="fold")
-    style = {"committed": "green", "skipped": "dim", "rejected": "red"}
+    style = {"committed": "green", "skipped": "dim", "rejected": "red", "failed": "bold magenta"}
+    style["retry"] = "yellow"  # the file changed while it was read: not committed
     for f in report.files:
         t.add_row(
             f.name,
@@ -218,7 +240,6 @@ def lake_quarantine_cmd(
 
 
 def _replay(cfg) -> None:
-    from cnnlstm.ingest import ingest as run_ingest
     from cnnlstm.lake import Lake, source_exists
 
     recs = [r for r in Lake(cfg.lake_uri).records() if r.get("quarantined")]
@@ -229,9 +250,9 @@ def _replay(cfg) -> None:
     if not here:
         out.print("No quarantined rows to replay.")
         raise typer.Exit(0 if not sources else 1)
-    report = run_ingest(cfg, here, reprocess=True)
+    report = _run_ingest(cfg, here, reprocess=True)
     _print_ingest(report)
-    raise typer.Exit(0 if report.clean and len(here) == len(sources) else 1)
+    raise typer.Exit(_ingest_status(report, complete=len(here) == len(sources)))
 
 
 def _register_stage_commands() -> None:

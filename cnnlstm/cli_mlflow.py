@@ -1,13 +1,19 @@
-"""``cnnlstm models | promote | score | tune``: the MLflow-facing commands.
+"""``cnnlstm models | promote | score | tune | reregister | fetch-model | export``: the
+MLflow-facing commands.
 
 Registered by cnnlstm.cli. Exit status: 0 success; 1 the job failed; 2 usage or config error
-(bad config, unknown model/version/alias, channel mismatch, tracking server unreachable).
+(bad config, unknown model/version/alias, channel mismatch, tracking server unreachable, a model
+whose files do not match the hashes pinned in the registry or that has no pin: nothing is
+scored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,10 +49,18 @@ def _cfg(config: Path, override: list[str] | None):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from cnnlstm.config import ConfigError
     from cnnlstm.mlflow_tracker import TrackingUnavailableError
+    from cnnlstm.model_trust import ModelTrustError
     from cnnlstm.registry import RegistryError
     from cnnlstm.score import ScoreError
 
-    return ConfigError, RegistryError, ScoreError, TrackingUnavailableError
+    return ConfigError, RegistryError, ScoreError, TrackingUnavailableError, ModelTrustError
+
+
+def _sweep(cfg) -> None:
+    """End the experiment's runs that a killed process left RUNNING (cnnlstm.liveness)."""
+    from cnnlstm.liveness import sweep_quietly
+
+    sweep_quietly(cfg)
 
 
 def _name(cfg, name: str | None) -> str:
@@ -76,7 +90,7 @@ def models(
         _print_json({"name": _name(cfg, name), "tracking_uri": uri, "versions": rows})
         return
     t = Table(title=f"{_name(cfg, name)} ({uri})")
-    for c in ("version", "aliases", "metric", "value", "run", "decision"):
+    for c in ("version", "aliases", "metric", "value", "run", "weights sha256", "decision"):
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(
@@ -85,6 +99,7 @@ def models(
             r["metric"] or "",
             r["value"] or "",
             (r["run_id"] or "")[:12],
+            (r["weights_sha256"] or "")[:12] or "(not pinned)",
             r["decision"] or "",
         )
     Console().print(t)
@@ -124,16 +139,27 @@ def score(
     ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda")] = None,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="load a model version that has no pinned hash (registered before pins; only "
+            "its safetensors weights are read). Same as CNNLSTM_ALLOW_UNPINNED_MODELS=1. A "
+            "hash mismatch is refused regardless.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
     override: SetOpt = None,
 ) -> None:
-    """Score lake partitions not yet scored by the model version; write predictions Parquet."""
+    """Score lake partitions not yet scored by the model version; write predictions Parquet.
+    The model's files are checked against the hashes pinned in the registry first."""
     import yaml
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cnnlstm.score import score as run_score
 
     cfg = _cfg(config, override)
+    _sweep(cfg)
     filt = None
     if where:
         filt = {}
@@ -159,8 +185,20 @@ def score(
         def tick(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
+        # with --json, stdout carries only the JSON: MLflow's "View run" lines go to stderr
+        quiet = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
         try:
-            rep = run_score(cfg, model_uri, output, batch_size, filt, device, on_progress=tick)
+            with quiet:
+                rep = run_score(
+                    cfg,
+                    model_uri,
+                    output,
+                    batch_size,
+                    filt,
+                    device,
+                    on_progress=tick,
+                    allow_unpinned=allow_unpinned or None,
+                )
         except _user_errors() as e:
             progress.stop()
             _fail(str(e))
@@ -174,6 +212,10 @@ def score(
         f"({rep.files_already_scored} already scored), {rep.rows_written} predictions -> "
         f"{rep.output}{acc}"
     )
+    from cnnlstm.drift import summary_line
+
+    if line := summary_line(rep.drift):
+        Console().print(line, markup=False, highlight=False)
 
 
 def tune(
@@ -195,6 +237,7 @@ def tune(
     from cnnlstm.tune import tune as run_tune
 
     cfg = _cfg(config, override)
+    _sweep(cfg)
     try:
         summary = run_tune(cfg, n_trials, out, load_space(space), timeout)
     except _user_errors() as e:
@@ -211,4 +254,157 @@ def tune(
     )
 
 
-COMMANDS = {"models": models, "promote": promote, "score": score, "tune": tune}
+def reregister(
+    config: ConfigOpt,
+    version: Annotated[str, typer.Argument(help="the unpinned model version to re-register")],
+    name: NameOpt = None,
+    json_out: JsonOpt = False,
+    override: SetOpt = None,
+) -> None:
+    """Re-log an unpinned version's weights in today's format (no code in the artifact) and
+    register them as a new, pinned version; no alias moves (then: cnnlstm promote). You vouch
+    that the artifact store was not modified since that version was trained."""
+    from cnnlstm.mlflow_tracker import use_tracking
+    from cnnlstm.registry import reregister as do_reregister
+
+    cfg = _cfg(config, override)
+    try:
+        uri = use_tracking(cfg)
+        rec = do_reregister(_name(cfg, name), version, uri)
+    except _user_errors() as e:
+        _fail(str(e))
+    if json_out:
+        _print_json(rec)
+        return
+    Console().print(
+        f"{rec['name']} v{rec['from_version']} -> v{rec['version']} (weights sha256 "
+        f"{rec['weights_sha256']}); promote it: cnnlstm promote -c {config} {rec['version']}"
+    )
+
+
+def fetch_model(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the model to (new)")],
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="model URI (default: models:/<registered>@champion)"),
+    ] = None,
+    override: SetOpt = None,
+) -> None:
+    """Download a model and check its files against the hashes pinned in the registry (or the
+    run); the folder can then be served with `mlflow models serve -m FOLDER --env-manager local`
+    without MLflow reading anything unchecked from the artifact store."""
+    from cnnlstm.mlflow_tracker import use_tracking
+    from cnnlstm.model_trust import fetch_verified
+    from cnnlstm.registry import resolve
+    from cnnlstm.score import default_model_uri
+
+    cfg = _cfg(config, override)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _fail(f"--out {out} exists and is not an empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # fetched beside the target and moved into place only when every file matched: a refused
+    # model leaves nothing behind that could be served by mistake
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        try:
+            uri = use_tracking(cfg)
+            resolved = resolve(model_uri or default_model_uri(cfg), uri)
+            model_dir, _, rec = fetch_verified(resolved.uri, tmp, uri, allow=False)
+        except _user_errors() as e:
+            _fail(str(e))
+        if out.exists():
+            out.rmdir()
+        os.replace(model_dir, out)
+    Console().print(
+        f"{resolved.uri} -> {out}: every file matches {rec.anchor} (weights sha256 "
+        f"{rec.weights_sha256})"
+    )
+
+
+def export(
+    config: ConfigOpt,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="file to write (e.g. model.onnx); its metadata goes to <out>.json"
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="export format: onnx")] = "onnx",
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="model URI (default: models:/<registered>@champion)"),
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset")] = 17,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="skip the ONNX Runtime comparison with torch")
+    ] = False,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="load a model version that has no pinned hash (as cnnlstm score)",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+    override: SetOpt = None,
+) -> None:
+    """Export a model's network for serving elsewhere: ONNX with a dynamic batch axis (and
+    window length where the arch allows), inputs x (B, C, L) float32 and lengths (B,) int64,
+    plus <out>.json (channels, normaliser, window, classes, task). The model is loaded as
+    `cnnlstm score` loads it: its files checked against the hashes pinned in the registry."""
+    from cnnlstm.export import FORMATS, ExportCheckError, ExportError, export_onnx
+    from cnnlstm.mlflow_tracker import use_tracking
+    from cnnlstm.registry import resolve
+    from cnnlstm.score import default_model_uri, load_scoring_model
+
+    cfg = _cfg(config, override)
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt})")
+    try:
+        uri = use_tracking(cfg)
+        resolved = resolve(model_uri or default_model_uri(cfg), uri)
+        verified, model = load_scoring_model(resolved, "cpu", uri, allow_unpinned or None)
+        rec = export_onnx(
+            model,
+            out,
+            opset=opset,
+            check=not no_check,
+            source={
+                "model_uri": resolved.uri,
+                "requested_uri": resolved.requested,
+                "model_name": resolved.name,
+                "model_version": resolved.version,
+                "weights_sha256": verified.weights_sha256,
+                "verified_against": verified.anchor
+                if verified.pinned
+                else "nothing (unpinned, allowed)",
+            },
+        )
+    except (*_user_errors(), ExportError) as e:
+        _fail(str(e))
+    except ExportCheckError as e:
+        _fail(str(e), 1)
+    if json_out:
+        _print_json(rec | {"path": str(out), "metadata": f"{out}.json"})
+        return
+    chk = rec["check"]
+    checked = (
+        f"ONNX Runtime {chk['onnxruntime']} matches torch (max |diff| {chk['max_abs_diff']:.2g})"
+        if "max_abs_diff" in chk
+        else f"not checked: {chk.get('skipped')}"
+    )
+    Console().print(
+        f"{resolved.uri} ({rec['arch']}) -> {out} + {out}.json; inputs "
+        f"{', '.join(i['name'] + str(i['shape']) for i in rec['inputs'])}; {checked}"
+    )
+
+
+COMMANDS = {
+    "models": models,
+    "promote": promote,
+    "score": score,
+    "tune": tune,
+    "reregister": reregister,
+    "fetch-model": fetch_model,
+    "export": export,
+}

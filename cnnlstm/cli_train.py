@@ -27,6 +27,12 @@ def train_command(
     track: Annotated[
         bool, typer.Option("--track/--no-track", help="track the run in MLflow and register")
     ] = True,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="model: auto - choose a preset on validation data")
+    ] = False,
+    budget: Annotated[
+        str | None, typer.Option("--budget", help="time for --auto's choice, e.g. 10m, 1h, 600s")
+    ] = None,
 ) -> None:
     """Train and evaluate a model; write model.safetensors, metrics.json, plots/ and
     checkpoint/ under --out."""
@@ -34,10 +40,20 @@ def train_command(
 
     err = Console(stderr=True)
     try:
-        cfg = load_config(config, override or [])
+        extra = ["model.arch=auto"] if auto else []
+        if budget is not None:
+            extra.append(f"model.auto.budget_s={_seconds(budget)}")
+        cfg = load_config(config, [*(override or []), *extra])
+        if cfg.model.arch == "auto" and not track:
+            raise ConfigError("model: auto tracks each preset as an MLflow run: drop --no-track")
     except ConfigError as e:
         err.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(2) from None
+
+    if track:  # end the runs a killed process left RUNNING (cnnlstm.liveness)
+        from cnnlstm.liveness import sweep_quietly
+
+        sweep_quietly(cfg)
 
     from cnnlstm.checkpoint import CheckpointError
     from cnnlstm.mlflow_tracker import TrackingUnavailableError
@@ -73,6 +89,21 @@ def _train(cfg, out: Path, resume: bool, track: bool, train_from_config) -> dict
     return train_and_track(cfg, out, resume=resume)
 
 
+def _seconds(text: str) -> float:
+    """'10m' -> 600.0 ('s', 'm', 'h'; a bare number is seconds)."""
+    from cnnlstm.config import ConfigError
+
+    t = text.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:])
+    try:
+        value = float(t[:-1] if mult else t) * (mult or 1)
+    except ValueError:
+        raise ConfigError(f"--budget {text!r}: write e.g. 600s, 10m or 1h") from None
+    if value <= 0:
+        raise ConfigError(f"--budget {text!r} must be positive")
+    return value
+
+
 def _summary(m: dict, out: Path, cfg) -> str:
     lines = [
         f"[bold]trained[/bold] {m['task']} on {m['device']}: weights of epoch "
@@ -85,6 +116,9 @@ def _summary(m: dict, out: Path, cfg) -> str:
     for part in ("val", "test"):
         if part in m:
             lines += [f"  {line}" for line in task.summary_lines(part, m[part])]
+    from cnnlstm.baseline import summary_lines
+
+    lines += [f"  {line}" for line in summary_lines(task, m)]
     lines.append(f"  outputs: {out}/model.safetensors, metrics.json, plots/")
     if "registered_model" in m:
         r = m["registered_model"]

@@ -245,6 +245,16 @@ class DataConfig(_Strict):
     path_columns: PathColumns | None = Field(
         default=None, description="metadata columns from each file's path"
     )
+    follow_symlinks: bool = Field(
+        default=False,
+        description="read landing files that are symbolic links (and walk linked folders), "
+        "only when the target resolves inside the landing root; false: links are refused",
+    )
+    denormals: Literal["quarantine", "flush"] = Field(
+        default="quarantine",
+        description="channel values whose magnitude is below float32's smallest normal number "
+        "(1.18e-38, e.g. 1e-50): quarantine the row, or store 0.0 and count them in the notes",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> DataConfig:
@@ -304,7 +314,19 @@ class LakeConfig(_Strict):
         default=4 * 1024**3, gt=0, description="files over this are rejected"
     )
     max_rows_per_file: int = Field(default=500_000_000, gt=0)
+    max_gzip_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="gzip files inflating more than this many times their compressed size are "
+        "rejected as soon as decompression passes the ratio (bombs)",
+    )
     compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
+    lock_timeout_s: float | None = Field(
+        default=600.0,
+        gt=0,
+        description="seconds an ingest waits for the lake's commit lock before the file fails "
+        "(outcome `failed`, exit 3); null: wait for ever",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -337,17 +359,49 @@ class TrackingConfig(_Strict):
     )
 
 
+class DriftConfig(_Strict):
+    """Drift monitoring after each scoring run (`cnnlstm.drift`, docs/mlflow.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="compare each scoring run's readings and predicted mix with the model's "
+        "training statistics; write drift.json and log a monitoring run",
+    )
+    psi_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="a channel (or the predicted-class mix) whose population stability index "
+        "exceeds this is flagged (0.1: a moderate shift, 0.2: a large one)",
+    )
+    ks_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="a channel whose Kolmogorov-Smirnov statistic (largest CDF distance, "
+        "against the stored training sample) exceeds this is flagged",
+    )
+    min_rows: int = Field(
+        default=500, ge=1, description="channels with fewer scored values are reported, not flagged"
+    )
+    min_windows: int = Field(
+        default=50, ge=1, description="a predicted mix over fewer windows is reported, not flagged"
+    )
+
+
 class ScoreConfig(_Strict):
     model_uri: str | None = Field(
         default=None, description="model to score with (default: models:/<registered>@champion)"
     )
     output: str = "predictions"
     batch_size: int = Field(default=4096, gt=0, description="windows per forward pass")
-    files_per_batch: int = Field(default=16, gt=0, description="lake files read per commit")
+    files_per_batch: int = Field(
+        default=16, gt=0, description="lake files per part (one score task; entity groups whole)"
+    )
     where: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="score only rows whose (entity-level) columns equal these"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
 class RunnerConfig(_Strict):

@@ -12,6 +12,8 @@ Per source file::
 Accounting, per file: ``rows_read == accepted + quarantined + duplicates``. A file-level problem
 (empty, header only, not UTF-8, wrong delimiter, missing columns, over the size cap, corrupt gzip
 or Parquet, ...) rejects the file with a reason, records it in the ledger and lets the batch go on.
+A lake that cannot take the file (disk full, read-only, a commit-lock timeout: `LakeUnavailable`)
+makes it ``failed``: nothing recorded against the source, run again (CLI exit 3).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandera.errors as pa_errors
 import polars as pl
 import xxhash
@@ -38,17 +40,21 @@ from cnnlstm import __version__
 from cnnlstm.config import Config, DataConfig
 from cnnlstm.formats import NOT_TEXT, ROW, FileRejected, read_source
 from cnnlstm.formats import text as csv_text
+from cnnlstm.formats.base import CLIP, clip
 from cnnlstm.formats.gz import gunzip
 from cnnlstm.lake import (
     LEDGER,
     QUARANTINE,
     Lake,
     LakeError,
+    LakeUnavailable,
+    encode_entity,
     expand_sources,
     is_local,
     read_bytes,
     source_size,
 )
+from cnnlstm.sources import FileChanged, LocalFile, local_path, open_local
 from schemas.readings import (
     EXTRA_DTYPES,
     LABEL_DTYPES,
@@ -68,13 +74,17 @@ TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 ISO_AWARE = ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"]
 ISO_NAIVE = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
+LEAP_SECOND = r"[Tt ]\d{1,2}:\d{1,2}:60(?:\D|$)"  # HH:MM:60: parsed leniently as HH:MM+1:00
+F32_MIN_NORMAL = float(np.finfo(np.float32).tiny)  # 1.1754944e-38
 
 
 @dataclass
 class FileReport:
     source: str
     sha256: str | None = None
-    outcome: str = "pending"  # committed | skipped | rejected
+    # committed | skipped | rejected | failed (the lake, not the file) | retry (the file changed
+    # while it was read: not committed, ingest it again)
+    outcome: str = "pending"
     rows_read: int = 0
     accepted: int = 0
     quarantined: int = 0
@@ -100,13 +110,22 @@ class IngestReport:
     def totals(self) -> dict[str, int]:
         keys = ("rows_read", "accepted", "quarantined", "duplicates")
         t = {k: sum(getattr(f, k) for f in self.files) for k in keys}
-        for o in ("committed", "skipped", "rejected"):
+        for o in ("committed", "skipped", "rejected", "failed", "retry"):
             t[o] = sum(f.outcome == o for f in self.files)
         return t
 
     @property
     def clean(self) -> bool:
-        return all(f.outcome != "rejected" and f.quarantined == 0 for f in self.files)
+        return all(
+            f.outcome not in ("rejected", "failed", "retry") and not f.quarantined
+            for f in self.files
+        )
+
+    @property
+    def failed(self) -> bool:
+        """Some file could not be written to the lake (an infrastructure failure) or changed
+        while it was read (``retry``): either way, run again."""
+        return any(f.outcome in ("failed", "retry") for f in self.files)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,7 +157,7 @@ def ingest(
     if not dry_run:
         lake.ensure()
     report = IngestReport(lake=cfg.lake_uri)
-    for src in expand_sources(inputs, cfg.data.include, cfg.data.exclude):
+    for src in expand_sources(inputs, cfg.data.include, cfg.data.exclude, cfg.data.follow_symlinks):
         rep = ingest_file(cfg, lake, src, reprocess=reprocess, dry_run=dry_run)
         report.files.append(rep)
         if on_file:
@@ -153,13 +172,18 @@ def ingest_file(
     rep = FileReport(source=source)
     try:
         _ingest_one(cfg, lake, source, rep, reprocess, dry_run)
+    except FileChanged as e:  # not the content's fault: nothing recorded, run again later
+        _retry(rep, str(e))
     except FileRejected as e:
         _reject(cfg, lake, rep, str(e), record=not dry_run)
+    except LakeUnavailable as e:  # disk full, read-only lake, lock timeout: not the file's fault
+        _fail(rep, e)
     except LakeError:
         raise  # the lake itself is unusable: stop the batch
     except Exception as e:  # a bug or an unforeseen input must not stop the other files
         log.exception("unexpected error ingesting %s", source)
-        _reject(cfg, lake, rep, f"unexpected error: {type(e).__name__}: {e}", record=not dry_run)
+        msg = f"unexpected error: {type(e).__name__}: {clip(e, 300)}"
+        _reject(cfg, lake, rep, msg, record=not dry_run)
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.check_accounting()
     return rep
@@ -177,28 +201,49 @@ def _ingest_one(
     reprocess: bool = False,
     dry_run: bool = False,
 ) -> None:
-    try:
-        size = source_size(source)
-    except (OSError, FileNotFoundError) as e:
-        raise FileRejected(f"cannot read file: {e}") from e
+    # A local file is opened once, after the link and file-type checks (cnnlstm.sources: a link
+    # out of the landing root, a FIFO or a device is refused unopened); the hint, the hash and
+    # the parser all read that open file, and its size and mtime are compared after the read
+    # (a file written to meanwhile is not committed: FileChanged, outcome "retry").
+    lf: LocalFile | None = None
+    if is_local(source):
+        lf = open_local(local_path(source), _landing(cfg), cfg.data.follow_symlinks)
+        size = lf.size
+    else:
+        try:
+            size = source_size(source)
+        except (OSError, FileNotFoundError) as e:
+            raise FileRejected(f"cannot read file: {clip(e, 300)}") from e
     if size > cfg.lake.max_file_bytes:
         raise FileRejected(
             f"file is {size} bytes, over the cap lake.max_file_bytes={cfg.lake.max_file_bytes}"
         )
-    # A plain local CSV is parsed by polars straight from the file (memory-mapped) and hashed
-    # by streaming; anything else (gzip, Parquet, remote) is read into memory once.
-    mapped_csv = is_local(source) and not source.lower().endswith(NOT_TEXT)
+    # A plain local CSV is parsed by polars straight from the open file (memory-mapped) and
+    # hashed by streaming; anything else (gzip, Parquet, remote) is read into memory once and
+    # those bytes are hashed and parsed.
+    mapped_csv = lf is not None and not source.lower().endswith(NOT_TEXT)
     try:
-        data: bytes | None = None if mapped_csv else read_bytes(source)
+        data: bytes | None = (
+            None if mapped_csv else lf.read_all() if lf is not None else read_bytes(source)
+        )
     except OSError as e:
-        raise FileRejected(f"cannot read file: {e}") from e
+        raise FileRejected(f"cannot read file: {clip(e, 300)}") from e
+    if lf is None and data is not None and len(data) != size:
+        raise FileChanged(
+            f"file changed while being read ({size} bytes listed, {len(data)} read); not "
+            "committed: ingest it again once it is complete"
+        )
+    path = lf.reader_path if lf is not None else source  # what the hint, hash and parser read
     # The ledger is keyed by sha256. A cheap xxh3 hint says whether this content may have been
     # seen: if so, hash now and skip early; if not, hash in a thread while polars parses.
     meta = file_meta(cfg, source)  # entity and path columns: a mismatch rejects the file early
     salt = _path_salt(cfg, meta)
-    hint = _hint(data, source)
+    hint = _hint(data, path, size)
     if lake.has_hint(hint) and not reprocess:
-        rep.sha256 = _source_key(_digest(hashlib.sha256(), data, source).hexdigest(), salt)
+        digest = _digest(hashlib.sha256(), data, path, size).hexdigest()
+        if lf is not None:
+            lf.check_unchanged()
+        rep.sha256 = _source_key(digest, salt)
         prev = lake.ledger_record(rep.sha256)
         if prev is not None:
             rep.outcome = "skipped"
@@ -208,9 +253,9 @@ def _ingest_one(
             return
         hasher = None
     else:
-        hasher = _Sha256Thread(data, source)
+        hasher = _Sha256Thread(data, path, size)
     if mapped_csv:
-        src, bad = csv_text.read_csv(None, cfg.data, path=source, notes=rep.notes)
+        src, bad = csv_text.read_csv(None, cfg.data, path=path, notes=rep.notes)
     else:
         assert data is not None
         src, bad = read_source(
@@ -220,43 +265,57 @@ def _ingest_one(
             cfg.lake.max_file_bytes,
             cfg.lake.max_rows_per_file,
             notes=rep.notes,
+            max_gzip_ratio=cfg.lake.max_gzip_ratio,
         )
-    if hasher is not None:
-        rep.sha256 = _source_key(hasher.result(), salt)
+    digest = hasher.result() if hasher is not None else None
+    if lf is not None:
+        lf.check_unchanged()  # so the bytes hashed are the bytes parsed
+    if digest is not None:
+        rep.sha256 = _source_key(digest, salt)
     rep.rows_read = src.height + len(bad)
     mapped = map_columns(src, cfg.data, meta)
+    if cfg.data.denormals == "flush" and (n_den := count_denormals(src, cfg.data)):
+        rep.notes.append(
+            f"{n_den} channel values below float32's normal range stored as 0.0 "
+            "(data.denormals: flush)"
+        )
     good, quarantine = split_valid(src, mapped, cfg.data)
     quarantine = pl.concat([_bad_rows_frame(bad), quarantine], how="vertical")
     good, dupq, n_dups = dedup_in_file(src, good, cfg.data)
     quarantine = pl.concat([quarantine, dupq], how="vertical")
     if dry_run:  # the accounting a commit would record; nothing is written, no lock taken
+        lake.ledger_index().refresh(locked=False)
+        good, nameq = quarantine_unpartitionable(lake, src, good)
         old = _replaced(lake, source, rep.sha256) if reprocess else []
         ignore = {f["path"] for r in old for f in r.get("files", [])}
         good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data, ignore)
         rep.duplicates = n_dups + n_lake_dups
         rep.accepted = good.height
-        rep.quarantined = quarantine.height + lakeq.height
+        rep.quarantined = quarantine.height + nameq.height + lakeq.height
         rep.outcome = "committed"
         rep.notes.append("dry run: nothing written")
         return
 
-    with lake.commit_lock():
-        lake.clean_tmp()
+    with lake.commit_lock(cfg.lake.lock_timeout_s):
+        # temp files of killed writers; the ledger index brought up to date; the first time for
+        # this Lake, the sweep of files no ledger record names
+        lake.prepare_commit()
         old = _replaced(lake, source, rep.sha256) if reprocess else []
         if not old and (prev := lake.ledger_record(rep.sha256)) is not None:
             rep.outcome = "skipped"  # a concurrent ingest won
             rep.rows_read = 0
             rep.reason = f"same content committed concurrently from {prev['source']}"
             return
+        good, nameq = quarantine_unpartitionable(lake, src, good)
         ignore = {f["path"] for r in old for f in r.get("files", [])}
         good, lakeq, n_lake_dups = dedup_against_lake(lake, src, good, cfg.data, ignore)
-        quarantine = pl.concat([quarantine, lakeq], how="vertical")
+        quarantine = pl.concat([quarantine, nameq, lakeq], how="vertical")
         rep.duplicates = n_dups + n_lake_dups
         rep.accepted = good.height
         rep.quarantined = quarantine.height
         rep.check_accounting()
         if quarantine.height and _parsed_numbers(src, source):
-            raw = data if data is not None else read_bytes(source)
+            raw = data if data is not None else _read_again(lf, source)
             quarantine = _with_source_text(quarantine, raw, source, cfg)
         lake.write_hint(hint, rep.sha256)
         _commit(cfg, lake, source, rep, good, quarantine, old)
@@ -293,17 +352,32 @@ def source_quick_key(cfg: Config, path: str) -> tuple[str, str]:
     (`_hint`) and a key that also covers the file's size and modification time and what else
     decides its rows (`_path_salt`). For callers that cache per source (the Prefect ingest
     flow): equal keys mean the same rows, unless a file was rewritten with the same size, first
-    and last MiB and mtime. Raises FileRejected when the path does not match the config."""
-    hint = _hint(None, path)
-    st = os.stat(path)
+    and last MiB and mtime. Raises FileRejected when the path does not match the config, or is
+    a link or a special file that ingest refuses (nothing is opened then)."""
+    lf = open_local(local_path(path), _landing(cfg), cfg.data.follow_symlinks)
+    try:
+        hint = _hint(None, lf.reader_path, lf.size)
+    finally:
+        lf.close()
     salt = _path_salt(cfg, file_meta(cfg, path))
-    key = xxhash.xxh3_128_hexdigest(f"{hint}|{st.st_size}|{st.st_mtime_ns}|{salt}".encode())
+    key = xxhash.xxh3_128_hexdigest(f"{hint}|{lf.size}|{lf.st.st_mtime_ns}|{salt}".encode())
     return hint, key
 
 
-def _hint(data: bytes | None, path: str) -> str:
-    """A cheap fingerprint: xxh3 of the size, the first and the last MiB. Only a pre-filter:
-    a match is confirmed by the full sha256 before anything is skipped."""
+def _landing(cfg: Config) -> str | None:
+    """data.landing as a path (None when unset): the root links may not leave."""
+    return cfg.resolve_path(cfg.data.landing) if cfg.data.landing else None
+
+
+def _read_again(lf: LocalFile | None, source: str) -> bytes:
+    """The source's bytes once more (the same open file for a local one)."""
+    return lf.read_all() if lf is not None else read_bytes(source)
+
+
+def _hint(data: bytes | None, path: str, size: int | None = None) -> str:
+    """A cheap fingerprint: xxh3 of the size, the first and the last MiB (of the first
+    ``size`` bytes of ``path`` when ``data`` is None). Only a pre-filter: a match is confirmed
+    by the full sha256 before anything is skipped."""
     h = xxhash.xxh3_128()
     if data is not None:
         h.update(str(len(data)).encode())
@@ -311,45 +385,55 @@ def _hint(data: bytes | None, path: str) -> str:
         h.update(data[-(1 << 20) :])
         return h.hexdigest()
     with open(path, "rb") as f:
-        size = f.seek(0, 2)
+        if size is None:
+            size = f.seek(0, 2)
         h.update(str(size).encode())
         f.seek(0)
-        h.update(f.read(1 << 20))
-        f.seek(max(0, size - (1 << 20)))
-        h.update(f.read(1 << 20))
+        h.update(f.read(min(size, 1 << 20)))
+        start = max(0, size - (1 << 20))
+        f.seek(start)
+        h.update(f.read(size - start))
     return h.hexdigest()
 
 
-def _digest(h: Any, data: bytes | None, path: str) -> Any:
-    """Feed ``data``, or the file at ``path`` streamed in chunks, to the hash object ``h``."""
+def _digest(h: Any, data: bytes | None, path: str, size: int | None = None) -> Any:
+    """Feed ``data``, or the file at ``path`` (its first ``size`` bytes) streamed in chunks,
+    to the hash object ``h``."""
     if data is not None:
         h.update(data)
         return h
+    left = -1 if size is None else size
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
+        while left != 0:
+            chunk = f.read(1 << 24 if left < 0 else min(1 << 24, left))
+            if not chunk:
+                break
             h.update(chunk)
+            if left > 0:
+                left -= len(chunk)
     return h
 
 
 class _Sha256Thread(threading.Thread):
     """sha256 in a thread (hashlib releases the GIL on large buffers), beside the parse."""
 
-    def __init__(self, data: bytes | None, path: str):
+    def __init__(self, data: bytes | None, path: str, size: int | None = None):
         super().__init__(daemon=True)
-        self._data, self._path, self._hex = data, path, ""
+        self._data, self._path, self._size, self._hex = data, path, size, ""
         self._error: BaseException | None = None
         self.start()
 
     def run(self) -> None:
         try:
-            self._hex = _digest(hashlib.sha256(), self._data, self._path).hexdigest()
+            h = _digest(hashlib.sha256(), self._data, self._path, self._size)
+            self._hex = h.hexdigest()
         except BaseException as e:  # re-raised in the caller's thread
             self._error = e
 
     def result(self) -> str:
         self.join()
         if self._error is not None:
-            raise FileRejected(f"cannot read file: {self._error}")
+            raise FileRejected(f"cannot read file: {clip(self._error, 300)}")
         return self._hex
 
 
@@ -363,17 +447,62 @@ def _commit(
     old: list[dict[str, Any]] | None = None,
 ) -> None:
     assert rep.sha256 is not None
+    written: list[str] = []
+    record: dict[str, Any] = {}
+    try:
+        _write_commit(cfg, lake, source, rep, good, quarantine, old, written, record)
+    except BaseException:
+        # a failed commit removes what it wrote (a kill -9 leaves it to the next startup sweep),
+        # unless its ledger record made it (a failure after the rename: the commit stands)
+        if not _is_committed(lake, record):
+            for rel in written:
+                try:
+                    lake.remove(rel)
+                except OSError as e:
+                    log.warning("could not remove %s after a failed commit: %s", rel, e)
+        raise
+    lake.ledger_index().committed(record)
+
+
+def _is_committed(lake: Lake, record: dict[str, Any]) -> bool:
+    if not record.get("commit_id"):
+        return False
+    try:
+        found = lake.ledger_record(record["sha256"])
+    except (LakeError, OSError):
+        return True  # unknown: keep the files (the sweep checks the record itself)
+    return found is not None and found.get("commit_id") == record["commit_id"]
+
+
+def _write_commit(
+    cfg: Config,
+    lake: Lake,
+    source: str,
+    rep: FileReport,
+    good: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    old: list[dict[str, Any]] | None,
+    written: list[str],
+    record: dict[str, Any],
+) -> None:
+    """Partition files, quarantine file, then the ledger record (the commit point), journalled
+    in the ledger index first. Appends each file written to ``written``; fills ``record``."""
+    assert rep.sha256 is not None
     # a replacement writes beside the files it replaces (they stay readable until the commit)
     sha16 = rep.sha256[:16] + (f"-r{uuid.uuid4().hex[:8]}" if old else "")
     started = datetime.now(UTC)
     files: list[dict[str, Any]] = []
+    stats: dict[str, list[int]] = {}  # path -> [min, max] timestamp, UTC microseconds
     if good.height:
         lake_schema(cfg.data).validate(good.drop(ROW, DATE).lazy())  # schema-level contract check
         for part in _runs(good, ["entity_id", DATE]):
             entity_id, date = part["entity_id"][0], part[DATE][0]
             rel = f"{lake.partition_dir(entity_id, date.isoformat())}/part-{sha16}.parquet"
+            written.append(rel)
             n = lake.write_parquet(part.drop(ROW, DATE), rel, cfg.lake.compression)
             files.append({"path": rel, "entity_id": entity_id, "date": date.isoformat(), "rows": n})
+            us = part["timestamp"].dt.epoch("us")
+            stats[rel] = [int(us.min()), int(us.max())]  # type: ignore[arg-type]
     qfile = None
     if quarantine.height:
         qdf = quarantine.sort("source_row").select(
@@ -386,9 +515,10 @@ def _commit(
         )
         QuarantineRows.validate(qdf, lazy=True)
         qfile = f"{QUARANTINE}/part-{sha16}.parquet"
+        written.append(qfile)
         lake.write_parquet(qdf, qfile, cfg.lake.compression)
     rep.files_written = len(files) + (qfile is not None)
-    record = {
+    record |= {
         "sha256": rep.sha256,
         "source": source,
         "name": rep.name,
@@ -404,26 +534,34 @@ def _commit(
         "supersedes": sorted({r["sha256"] for r in old or []} - {rep.sha256}),
         "cnnlstm_version": __version__,
         "finished_at": datetime.now(UTC).isoformat(),
+        "stats": stats,  # time range of each data file: dedup reads only the files it overlaps
+        "commit_id": uuid.uuid4().hex,
     }
+    lake.ledger_index().begin(record)  # journalled before the commit point
     lake.write_json(record, f"{LEDGER}/{rep.sha256}.json")  # the commit point
 
 
 def _replaced(lake: Lake, source: str, key: str | None) -> list[dict[str, Any]]:
     """The committed records a reprocess of `source` replaces: those of the same source path,
-    and the one under the same key."""
-    return [r for r in lake.records() if r.get("source") == source or r["sha256"] == key]
+    and the one under the same key (from the ledger index, up to date under the lock)."""
+    idx = lake.ledger_index()
+    if not idx.loaded:
+        idx.refresh(locked=False)
+    return idx.records_of(source, key)
 
 
 def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
     """After the commit: the replaced records' files and ledger records (a crash here leaves
-    only unreferenced files; readers already follow the new record)."""
+    only files of superseded records; readers already follow the new record)."""
+    idx = lake.ledger_index()
     for r in old:
         for f in r.get("files", []):
-            lake.fs.rm(lake.abs(f["path"]))
+            lake.remove(f["path"])
         if r.get("quarantine_file"):
-            lake.fs.rm(lake.abs(r["quarantine_file"]))
+            lake.remove(r["quarantine_file"])
         if r["sha256"] != key:
-            lake.fs.rm(lake.abs(f"{LEDGER}/{r['sha256']}.json"))
+            lake.remove(f"{LEDGER}/{r['sha256']}.json")
+            idx.removed(r["sha256"])
 
 
 def mapping_fingerprint(d: DataConfig) -> str:
@@ -444,6 +582,8 @@ def mapping_fingerprint(d: DataConfig) -> str:
     doc = {k: dump[k] for k in keys} | {
         "channels": [{k: c[k] for k in ("name", "source", "min", "max")} for c in dump["channels"]]
     }
+    if d.denormals != "quarantine":  # only when not the default: earlier keys stay valid
+        doc["denormals"] = d.denormals
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -467,11 +607,29 @@ def _record_rejection(lake: Lake, rep: FileReport, cfg: Config) -> None:
         "finished_at": datetime.now(UTC).isoformat(),
     }
     try:
-        with lake.commit_lock():
+        with lake.commit_lock(cfg.lake.lock_timeout_s):
             lake.clean_tmp()
             lake.write_json(rec, f"{LEDGER}/rejected/{key}.json")
     except OSError as e:  # the report still says rejected; the ledger could not be written
         log.error("could not record rejection of %s in the ledger: %s", rep.source, e)
+
+
+def _retry(rep: FileReport, reason: str) -> None:
+    """The file changed while it was read (FileChanged): outcome ``retry``, nothing written or
+    recorded (its content is not judged), no row counted; a later run ingests it whole."""
+    rep.outcome, rep.reason, rep.sha256 = "retry", reason, None
+    rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
+    rep.files_written = 0
+    log.warning("not committed %s: %s", rep.source, reason)
+
+
+def _fail(rep: FileReport, e: OSError) -> None:
+    """An infrastructure failure (LakeUnavailable): outcome ``failed``, nothing recorded in the
+    ledger (the source is not bad data), no row counted; a later run ingests the file."""
+    rep.outcome, rep.reason = "failed", str(e)
+    rep.accepted = rep.quarantined = rep.duplicates = rep.rows_read = 0
+    rep.files_written = 0
+    log.error("failed %s: %s (nothing recorded; run again)", rep.source, e)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -580,10 +738,33 @@ def _with_source_text(
 # mapping to the contract
 
 
+def _clipped(e: pl.Expr) -> pl.Expr:
+    """A field's text for a reason: at most `CLIP` characters (`formats.base.clip`)."""
+    s = e.cast(pl.String)
+    n = s.str.len_chars()
+    return (
+        pl.when(n > CLIP)
+        .then(pl.format("{}...(+{} chars)", s.str.slice(0, CLIP), n - CLIP))
+        .otherwise(s)
+    )
+
+
 def _conv_error(raw: pl.Expr, typed: pl.Expr, what: str) -> pl.Expr:
     return pl.when(raw.is_not_null() & typed.is_null()).then(
-        pl.format("{}: cannot parse '{}'", pl.lit(what), raw.cast(pl.String))
+        pl.format("{}: cannot parse '{}'", pl.lit(what), _clipped(raw))
     )
+
+
+def _denormal(x: pl.Expr) -> pl.Expr:
+    """A finite, non-zero value below float32's smallest normal number: as float32 it becomes
+    0.0 (1e-50) or a subnormal that has lost precision (1e-40)."""
+    return x.is_finite() & (x != 0) & (x.abs() < F32_MIN_NORMAL)
+
+
+def count_denormals(src: pl.DataFrame, cfg: DataConfig) -> int:
+    """How many channel values of ``src`` are `_denormal` (for data.denormals: flush)."""
+    exprs = [_denormal(_to_number(src, ch.src, pl.Float64)[0]).sum() for ch in cfg.channels]
+    return int(src.select(pl.sum_horizontal(exprs)).item() or 0)
 
 
 def _to_number(df: pl.DataFrame, col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
@@ -600,6 +781,7 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
     ts = cfg.timestamp
     col, src = ts.column, df.schema[ts.column]
     raw = pl.col(col)
+    leap: pl.Expr | None = None  # ISO text with second 60
     if ts.format == "iso":
         if isinstance(src, pl.Datetime):
             e = (
@@ -625,6 +807,10 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
             for f in ISO_NAIVE
         ]
         typed = pl.coalesce(aware + naive).cast(TIMESTAMP_DTYPE)
+        # chrono reads second 60 as the next minute's second 0: a leap second (or a clock
+        # writing 60) is no instant of the lake's UTC time line, quarantined with its reason
+        leap = s.str.contains(LEAP_SECOND)
+        typed = pl.when(~leap).then(typed)
     elif ts.format == "sample_index":
         n, err = _to_number(df, col, pl.Int64)
         assert ts.start is not None and ts.sample_rate_hz is not None
@@ -651,13 +837,24 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
         lo, hi = (int(t.timestamp() * 1_000_000) for t in (TS_MIN, TS_MAX))
         typed = pl.when(us.is_between(lo, hi, closed="left")).then(us).cast(TIMESTAMP_DTYPE)
     typed = pl.when((typed >= TS_MIN) & (typed < TS_MAX)).then(typed)
-    err = pl.when(raw.is_not_null() & typed.is_null()).then(
-        pl.format(
-            "timestamp: cannot parse or out of range [1970, 2200) as {}: '{}'",
-            pl.lit(ts.format),
-            raw.cast(pl.String),
-        )
+    msg = pl.format(
+        "timestamp: cannot parse or out of range [1970, 2200) as {}: '{}'",
+        pl.lit(ts.format),
+        _clipped(raw),
     )
+    if leap is not None:
+        msg = (
+            pl.when(leap)
+            .then(
+                pl.format(
+                    "timestamp: leap second (second 60) '{}' is not an instant of the lake's "
+                    "time line (UTC without leap seconds); it would be read as the next second",
+                    _clipped(raw),
+                )
+            )
+            .otherwise(msg)
+        )
+    err = pl.when(raw.is_not_null() & typed.is_null()).then(msg)
     return typed, err
 
 
@@ -731,9 +928,24 @@ def map_columns(src: pl.DataFrame, cfg: DataConfig, meta: FileMeta | None = None
         errs.append(err)
     for ch in cfg.channels:
         typed, err = _to_number(src, ch.src, pl.Float64)
-        exprs[ch.name] = typed.cast(pl.Float32)
         if err is not None:
             errs.append(err)
+        den = _denormal(typed)
+        if cfg.denormals == "flush":  # counted in the file's notes (count_denormals)
+            typed = pl.when(den).then(pl.lit(0.0)).otherwise(typed)
+        else:
+            errs.append(
+                pl.when(den).then(
+                    pl.format(
+                        "{}: '{}' is below float32's smallest normal number (1.18e-38): stored "
+                        "as float32 it would become 0.0 or lose precision (data.denormals: "
+                        "quarantine)",
+                        pl.lit(ch.src),
+                        _clipped(pl.col(ch.src)),
+                    )
+                )
+            )
+        exprs[ch.name] = typed.cast(pl.Float32)
     if cfg.label is not None:
         typed, err = _label(src, cfg, meta)
         exprs["label"] = typed
@@ -840,7 +1052,8 @@ def _pandera_failures(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame | None:
     schema_level = fc.filter(pl.col("index").is_null())
     if schema_level.height:  # a whole-column problem (type), not a row problem
         msgs = [
-            f"{r['column']}: {r['check']} ({r['failure_case']})" for r in schema_level.to_dicts()
+            f"{r['column']}: {r['check']} ({clip(r['failure_case'])})"
+            for r in schema_level.to_dicts()
         ]
         raise FileRejected("schema check failed: " + "; ".join(msgs))
     fc = fc.with_columns(
@@ -855,7 +1068,7 @@ def _pandera_failures(df: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame | None:
     return (
         fc.group_by("index", maintain_order=True)
         .agg(
-            pl.format("{}: {} (value {})", "column", "check", "failure_case")
+            pl.format("{}: {} (value {})", "column", "check", _clipped(pl.col("failure_case")))
             .str.join("; ")
             .alias("reason")
         )
@@ -944,22 +1157,34 @@ def dedup_against_lake(
     ignore: set[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Rows whose key is already in the lake: identical -> dropped as duplicates; different ->
-    quarantined, naming the lake file that holds the other value."""
+    quarantined, naming the lake file that holds the other value. The lake files come from the
+    ledger index (`Lake.ledger_index`, brought up to date by the caller): only those of the
+    rows' partitions whose time range overlaps the rows' are read, so the cost does not grow
+    with the number of files in a partition."""
     if not good.height:
         return good, _bad_rows_frame([]), 0
-    parts = good.select("entity_id", DATE).unique()
-    wanted = {(e, d.isoformat()) for e, d in parts.iter_rows()}
+    idx = lake.ledger_index()
+    if not idx.loaded:
+        idx.refresh(locked=False)
+    times = good.group_by("entity_id", DATE).agg(us=pl.col("timestamp").dt.epoch("us").sort())
     ignore = ignore or set()  # the files of the records a reprocess replaces
-    existing = [
-        f for f in lake.data_files() if (f.entity_id, f.date) in wanted and f.path not in ignore
-    ]
+    existing: set[str] = set()
+    for entity_id, date, us in times.iter_rows():
+        files = [f for f in idx.files_in(entity_id, date.isoformat()) if f["path"] not in ignore]
+        if not files:
+            continue
+        ts = np.asarray(us, dtype=np.int64)  # sorted: does any row fall in a file's range?
+        for f in files:
+            r = idx.time_range(f["path"])
+            if r is None or np.searchsorted(ts, r[0]) < np.searchsorted(ts, r[1], side="right"):
+                existing.add(f["path"])
     if not existing:
         return good, _bad_rows_frame([]), 0
     vals = _value_cols(good)
     lake_rows = pl.concat(
         [
-            pl.read_parquet(lake.uri_of(f.path)).with_columns(_lake_file=pl.lit(f.path))
-            for f in existing
+            pl.read_parquet(lake.uri_of(p)).with_columns(_lake_file=pl.lit(p))
+            for p in sorted(existing)
         ],
         how="diagonal_relaxed",
     )
@@ -990,3 +1215,32 @@ def dedup_against_lake(
         ).to_series(),
     )
     return keep, q, dups.height
+
+
+def quarantine_unpartitionable(
+    lake: Lake, src: pl.DataFrame, good: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows whose entity id cannot be a partition folder name (longer than the lake's limit
+    once %-encoded, `Lake.entity_name_limit`) -> quarantine, with the reason; the rest go on.
+    Ids that fit keep their partition name unchanged."""
+    if not good.height:
+        return good, _bad_rows_frame([])
+    limit = lake.entity_name_limit()
+    too_long = {
+        e: n
+        for e in good["entity_id"].unique().to_list()
+        if e is not None and (n := len(encode_entity(e))) > limit
+    }
+    if not too_long:
+        return good, _bad_rows_frame([])
+    hit = pl.col("entity_id").is_in(list(too_long))
+    bad = good.filter(hit)
+    reasons = pl.Series(
+        [
+            f"entity_id: too long for a partition name ({too_long[e]} bytes once %-encoded, "
+            f"the lake's limit is {limit}): {e[:24]!r}..."
+            for e in bad["entity_id"].to_list()
+        ],
+        dtype=pl.String,
+    )
+    return good.filter(~hit), _qframe(src, _positions(src, bad[ROW]), reasons)

@@ -126,7 +126,14 @@ def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
     files, others = [], Counter()
     for p in sorted(landing.rglob("*")):
         rel = p.relative_to(landing)
-        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_symlink() or any(q.is_symlink() for q in p.parents if landing in q.parents):
+            # as ingest (cnnlstm/sources.py): never read through a link, so nothing from
+            # outside the landing tree reaches the drafted config
+            others["(symbolic link)"] += 1
+            continue
+        if not p.is_file():
             continue
         if _ending(p.name) and not any(
             fnmatch.fnmatchcase(p.name.lower(), x) for x in DEFAULT_EXCLUDE
@@ -1098,6 +1105,11 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
         "window:",
         f"{'  size: ' + str(d.window_size):<40}  # {d.window_comment}",
         f"{'  stride: ' + str(max(1, d.window_size // 2)):<40}  # 50 % overlap",
+        "",
+        "# model: auto tries a few presets sized from the data and keeps the best on validation",
+        "# (docs/training.md); every run also reports a MiniRocket + ridge baseline beside it.",
+        "# For one fixed model instead: model: {arch: serial} (the CNN -> LSTM defaults).",
+        "model: auto",
         "",
     ]
     return "\n".join(L)

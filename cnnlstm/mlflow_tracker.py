@@ -14,7 +14,9 @@ config's folder). A server that does not answer fails at
 ``start_run`` with `TrackingUnavailableError` (nothing is buffered).
 
 Run status: FINISHED, FAILED on an exception, KILLED on SIGTERM (a handler installed for the
-run's lifetime ends the run, then exits with status 143). Only SIGKILL can leave a run RUNNING.
+run's lifetime ends the run, then exits with status 143). Only SIGKILL can leave a run RUNNING:
+each run carries its owner process and a heartbeat as tags, and the next command's sweep
+(`cnnlstm.liveness`) ends such a run KILLED.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnlstm.liveness import heartbeats, owner_tags
 from cnnlstm.tracking import Tracker, flatten_params
 
 log = logging.getLogger(__name__)
@@ -312,11 +315,14 @@ class MlflowTracker(Tracker):
         use_tracking(self.cfg, self.uri)
         exp_id = ensure_experiment(self.experiment, self.uri, self.cfg)
         root = project_root(self.cfg.base_dir if self.cfg is not None else None)
-        all_tags = runtime_tags(root) | (tags or {}) | self.extra_tags
+        # owner (host, pid, process start) and heartbeat: a SIGKILLed run is found and ended
+        # KILLED by the next command (cnnlstm.liveness)
+        all_tags = runtime_tags(root) | owner_tags() | (tags or {}) | self.extra_tags
         run = mlflow.start_run(
             experiment_id=exp_id, run_name=self.run_name or name, nested=self.nested, tags=all_tags
         )
         self.run_id = run.info.run_id
+        heartbeats.add(self.uri, self.run_id)
         self._install_sigterm()
         if self.cfg is None:
             return
@@ -369,6 +375,7 @@ class MlflowTracker(Tracker):
             else:
                 mlflow.MlflowClient(self.uri).set_terminated(self.run_id, status)
         finally:
+            heartbeats.remove(self.run_id)
             self._restore_sigterm()
 
     # ---- SIGTERM -----------------------------------------------------------------------------

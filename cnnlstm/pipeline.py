@@ -55,11 +55,23 @@ def champion_reevaluator(cfg: Config, ev, uri: str):
         import polars as pl
 
         from cnnlstm.lake import scan_readings
+        from cnnlstm.model_trust import ModelTrustError
         from cnnlstm.registry import ResolvedModel
         from cnnlstm.score import load_scoring_model
 
         spans = ev.spans
         if not spans:
+            return None
+        resolved = ResolvedModel(
+            f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), "champion"
+        )
+        try:  # verified against the champion's pinned hashes before it is built
+            _, model = load_scoring_model(resolved, "cpu", uri)
+        except ModelTrustError as e:
+            log.error("champion v%s is not re-evaluated: %s", mv.version, e)
+            return None
+        except Exception as e:  # e.g. an artifact of an older format
+            log.warning("could not re-evaluate champion v%s: %s", mv.version, e)
             return None
         span = pl.LazyFrame(
             {
@@ -77,13 +89,9 @@ def champion_reevaluator(cfg: Config, ev, uri: str):
             .drop("_t0", "_t1")
             .collect()
         )
-        resolved = ResolvedModel(
-            f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), "champion"
-        )
         try:
-            _, model = load_scoring_model(resolved, "cpu")
             m = model.evaluate_frame(readings)
-        except Exception as e:  # e.g. an artifact of an older format, other channels
+        except Exception as e:  # e.g. other channels
             log.warning("could not re-evaluate champion v%s: %s", mv.version, e)
             return None
         v = m.get(ev.metric)
@@ -102,6 +110,11 @@ def train_and_track(cfg: Config, out_dir: str | Path, resume: bool = False) -> d
     from cnnlstm.train import run_tags, train_from_config
 
     out_dir = Path(out_dir)
+    chosen = None
+    if cfg.model.arch == "auto":  # choose a preset on validation first (child runs of a study)
+        from cnnlstm.auto import auto_select
+
+        cfg, chosen = auto_select(cfg, out_dir)
     tracker = MlflowTracker(cfg)
     with tracker.run(name=cfg.data.name, tags=run_tags(cfg)):
         metrics = train_from_config(cfg, out_dir, resume=resume, tracker=tracker)
@@ -117,12 +130,19 @@ def train_and_track(cfg: Config, out_dir: str | Path, resume: bool = False) -> d
                 champion_reevaluator(cfg, ev, tracker.uri) if ev is not None else None,
                 tracker.uri,
             )
+            from cnnlstm.model_card import describe  # the version's description: its card
+
+            describe(cfg, metrics, registration, tracker.run_id, tracker.uri)
     out = {k: v for k, v in metrics.items() if k != "history"}
     out["mlflow_run_id"] = tracker.run_id
     out["tracking_uri"] = tracker.uri
     out["model_uri"] = info.model_uri
     if registration:
         out["registered_model"] = registration
+    if chosen is not None:
+        out["auto"] = {
+            k: chosen.get(k) for k in ("preset", "metric", "best_value", "parent_run_id", "trials")
+        }
     return out
 
 

@@ -176,8 +176,11 @@ def training_plots(out_dir: Path, res, task, ctx: dict[str, Any]) -> list[Path]:
     paths."""
     out = Path(out_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    # mark the best epoch only where its weights are the ones kept
-    paths = [
-        plot_curves(res.history, out / "curves.png", res.best_epoch + 1 if res.restored else None)
-    ]
+    # mark the best epoch only where its weights are the ones kept; a closed-form fit
+    # (model.arch=minirocket) has no epochs, so no curves
+    paths = (
+        [plot_curves(res.history, out / "curves.png", res.best_epoch + 1 if res.restored else None)]
+        if res.history
+        else []
+    )
     return paths + task.plots(out, ctx)

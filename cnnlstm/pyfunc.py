@@ -18,9 +18,11 @@ Output: ``entity_id``, ``window_start``, ``window_end`` (UTC), then the task's c
   ``..._q<level>`` per quantile);
 - anomaly: ``anomaly_score``, ``predicted`` (1: anomalous) and ``label``.
 
-The model is logged as *models from code* (a three-line loader file, no cloudpickle) with the
-weights as a safetensors artifact: nothing is unpickled at load time, so scoring can run with
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+The model is logged with ``loader_module="cnnlstm.pyfunc_loader"`` (a module of the installed
+package, which MLflow imports; `cnnlstm.pyfunc_loader`) and the safetensors weights as its
+``data``: the artifact holds no python file, no copy of the package and no pickle, so loading runs
+only installed code and scoring can run with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The
+files' hashes are pinned in the run, the logged model and the registry (`cnnlstm.model_trust`).
 """
 
 from __future__ import annotations
@@ -29,23 +31,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import polars as pl
 
 from cnnlstm.artifact import ModelArtifact
 
-WEIGHTS = "weights"  # artifact key of model.safetensors
 DEVICE_ENV = "CNNLSTM_DEVICE"
-
-_LOADER = """\
-# models-from-code entry point written by cnnlstm.pyfunc.log_pyfunc_model (no pickle)
-from mlflow.models import set_model
-
-from cnnlstm.pyfunc import CnnLstmModel
-
-set_model(CnnLstmModel())
-"""
 
 
 def _device(name: str | None):
@@ -57,8 +48,10 @@ def _device(name: str | None):
     return torch.device(name)
 
 
-class CnnLstmModel(mlflow.pyfunc.PythonModel):
-    """Raw readings -> per-window predictions (see the module docstring)."""
+class CnnLstmModel:
+    """Raw readings -> per-window predictions (see the module docstring). Not an MLflow
+    ``PythonModel``: MLflow reaches it through `cnnlstm.pyfunc_loader` (``predict(context,
+    model_input, params)`` keeps PythonModel's signature)."""
 
     def __init__(self, model=None, meta: ModelArtifact | None = None, device=None):
         self.model, self.meta, self.device = model, meta, device
@@ -73,13 +66,18 @@ class CnnLstmModel(mlflow.pyfunc.PythonModel):
         model, meta = load_model(path, dev)
         return cls(model, meta, dev)
 
-    def load_context(self, context) -> None:
-        from cnnlstm.checkpoint import load_model
+    @classmethod
+    def from_bytes(
+        cls, raw: bytes, device: str | None = None, name: str = "<model bytes>"
+    ) -> CnnLstmModel:
+        """From the bytes of a model.safetensors already read (and hash-checked) by the caller:
+        the bytes checked are the bytes parsed (`cnnlstm.model_trust`, `cnnlstm.pyfunc_loader`).
+        """
+        from cnnlstm.checkpoint import build_model, read_model_bytes
 
-        cfg = context.model_config or {}
-        self.device = _device(cfg.get("device"))
-        self.model, self.meta = load_model(context.artifacts[WEIGHTS], self.device)
-        self.task = self.meta.make_task()
+        dev = _device(device)
+        model, meta = build_model(*read_model_bytes(raw, name), dev)
+        return cls(model, meta, dev)
 
     # ---- MLflow entry point ------------------------------------------------------------------
     def predict(self, context, model_input, params=None):
@@ -125,26 +123,49 @@ class CnnLstmModel(mlflow.pyfunc.PythonModel):
         return self.task.evaluate(out[keep], graded)
 
     def forward(self, x: np.ndarray, lengths: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Normalise and run the network on (N, C, L) windows: the task's per-window outputs."""
+        """Normalise and run the network on (N, C, L) windows: the task's per-window outputs.
+
+        One input buffer of ``batch_size`` windows on the model's device is reused by every batch
+        (normalised in place: the same float32 ``(x - center) / scale`` as training's
+        `cnnlstm.windows.Normalizer`, padding kept at zero), and the outputs are written into one
+        preallocated array; the forward runs under ``torch.inference_mode()``."""
         import torch
 
-        norm = self.meta.norm()
-        L = x.shape[-1] if x.ndim == 3 else 0
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(lengths), batch_size):
-                ln = lengths[i : i + batch_size]
-                xb = torch.from_numpy(norm.apply(x[i : i + batch_size], ln)).to(self.device)
-                lb = None if bool((ln == L).all()) else torch.from_numpy(ln).to(self.device)
-                outs.append(self.task.reduce(self.model(xb, lb).float(), xb, lb).float().cpu())
-        if not outs:
+        n = len(lengths)
+        if n == 0:
             shape = (
                 (0, self.meta.n_outputs)
                 if self.task.horizon is None
                 else (0, self.task.horizon, self.meta.n_outputs)
             )
             return np.zeros(shape, np.float32)
-        return torch.cat(outs).numpy()
+        norm = self.meta.norm()
+        dev = self.device if self.device is not None else torch.device("cpu")
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # no copy
+        lt = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64))
+        L = xt.shape[-1]
+        short = lengths < L  # windows with padding (masked after normalisation)
+        center = torch.from_numpy(norm.center).to(dev).view(1, -1, 1)
+        scale = torch.from_numpy(norm.scale).to(dev).view(1, -1, 1)
+        bs = max(1, min(int(batch_size), n))
+        buf = torch.empty((bs, xt.shape[1], L), dtype=torch.float32, device=dev)
+        pos = torch.arange(L, device=dev)
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for i in range(0, n, bs):
+                k = min(bs, n - i)
+                xb = buf[:k]
+                torch.sub(xt[i : i + k].to(dev, non_blocking=True), center, out=xb)
+                xb.div_(scale)
+                lb = None
+                if short[i : i + k].any():
+                    lb = lt[i : i + k].to(dev)
+                    xb.mul_((pos[None, :] < lb[:, None])[:, None, :])
+                r = self.task.reduce(self.model(xb, lb).float(), xb, lb).float()
+                if out is None:
+                    out = np.empty((n, *r.shape[1:]), np.float32)
+                out[i : i + k] = r.cpu().numpy()
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,10 +175,9 @@ class CnnLstmModel(mlflow.pyfunc.PythonModel):
 def _from_pandas(pdf) -> pl.DataFrame:
     import pandas as pd
 
-    pdf = pdf.copy()
     if "timestamp" in pdf and not pd.api.types.is_datetime64_any_dtype(pdf["timestamp"]):
-        pdf["timestamp"] = pd.to_datetime(pdf["timestamp"], utc=True, format="mixed")
-    return pl.from_pandas(pdf)
+        pdf = pdf.assign(timestamp=pd.to_datetime(pdf["timestamp"], utc=True, format="mixed"))
+    return pl.from_pandas(pdf)  # (the caller's frame is never modified: no copy needed)
 
 
 def _clean_input(meta: ModelArtifact, df: pl.DataFrame) -> pl.DataFrame:
@@ -298,31 +318,28 @@ def pip_requirements() -> list[str]:
     return out
 
 
-def log_pyfunc_model(
-    weights: str | Path, name: str = "model", tmp_dir: str | Path | None = None, **kw
-):
-    """Log model.safetensors as a pyfunc model (models from code; the cnnlstm package goes with
-    it as code, so the model serves without this project installed). Returns MLflow's ModelInfo.
-    """
-    import tempfile
+def log_pyfunc_model(weights: str | Path, name: str = "model", **kw):
+    """Log model.safetensors as a pyfunc model whose loader is the installed
+    `cnnlstm.pyfunc_loader` (no code in the artifact, nothing pickled), then pin the logged files'
+    hashes as tags of the logged model and of the active run (`cnnlstm.model_trust`). Loading it
+    needs the cnnlstm package installed. Returns MLflow's ModelInfo."""
+    import mlflow.pyfunc
 
     from cnnlstm.checkpoint import read_model_file
+    from cnnlstm.model_trust import LOADER_MODULE, pin_logged_model
 
     _, meta = read_model_file(weights)
     if meta.model.get("arch") == "frame":
         raise ValueError("frame models take image sequences, not readings: no pyfunc for them")
-    pkg = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
-        loader = Path(d) / "cnnlstm_model.py"
-        loader.write_text(_LOADER)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(loader),
-            artifacts={WEIGHTS: str(weights)},
-            code_paths=[str(pkg)],
-            signature=signature(meta),
-            input_example=input_example(meta),
-            pip_requirements=pip_requirements(),
-            model_config={"device": "auto"},
-            **kw,
-        )
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        loader_module=LOADER_MODULE,
+        data_path=str(weights),
+        signature=signature(meta),
+        input_example=input_example(meta),
+        pip_requirements=pip_requirements(),
+        model_config={"device": "auto"},
+        **kw,
+    )
+    pin_logged_model(info, weights, name)
+    return info

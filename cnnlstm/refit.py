@@ -39,6 +39,15 @@ def refit_full(cfg, prep, n_in: int, n_out: int, device, out: Path, resume: bool
     model = task.build_model(cfg.model, n_in, n_out).to(device)
     rcfg = tc.model_copy(update={"patience": None, "restore_best": False})
     refit_prep = Prepared(prep.ws, prep.parts, norm, task, full)
+    if cfg.model.arch == "minirocket":  # closed form: fitted once on all training entities
+        from cnnlstm.baseline import fit_closed_form
+
+        t0 = time.perf_counter()
+        res = fit_closed_form(
+            model, Prepared(prep.ws, {"train": full}, norm, task), device, tc.seed
+        )
+        info = {"windows": len(full), "epochs": 0, "fit_seconds": time.perf_counter() - t0}
+        return model, refit_prep, info | {"history": res.history}
     b = batches(full, refit_prep, device, tc.batch_size, shuffle=True, seed=tc.seed)
     t0 = time.perf_counter()
     res = fit(

@@ -153,11 +153,17 @@ def register(
 ) -> dict[str, Any]:
     """Register `model_uri` as a new version of `name` (alias challenger), record its
     evaluation, and move champion to it when it wins on validation data (see the module
-    docstring). Returns the registration record."""
+    docstring). The version is created with the sha256 of its files as tags
+    (`cnnlstm.model_trust.pins_for_registration`: hashed from the artifact store now, checked
+    against the hashes pinned when the model was logged); every cnnlstm load checks the files
+    against these tags. Returns the registration record."""
     import mlflow
 
+    from cnnlstm.model_trust import WEIGHTS_TAG, pins_for_registration
+
     client = _client(uri)
-    mv = mlflow.register_model(model_uri, name, tags={"cnnlstm.run_id": run_id or ""})
+    pins = pins_for_registration(model_uri, run_id, client, uri)
+    mv = mlflow.register_model(model_uri, name, tags={"cnnlstm.run_id": run_id or ""} | pins)
     version = str(mv.version)
     ev = evaluation
     evaluated = {
@@ -188,6 +194,7 @@ def register(
         tags = {
             "registry.model": name,
             "registry.version": version,
+            "registry.weights_sha256": pins[WEIGHTS_TAG],
             "registry.aliases": ",".join([CHALLENGER] + ([CHAMPION] if promote else [])),
         } | {k.replace("cnnlstm.", "registry."): v for k, v in (evaluated | record).items()}
         for k, v in tags.items():
@@ -201,6 +208,7 @@ def register(
         "value": None if ev is None else ev.value,
         "champion_value": champ_value,
         "compared_on": on,
+        "weights_sha256": pins[WEIGHTS_TAG],
     }
 
 
@@ -231,10 +239,16 @@ def list_versions(name: str, uri: str | None = None) -> list[dict[str, Any]]:
                 "metric": tags.get("cnnlstm.metric"),
                 "value": tags.get("cnnlstm.metric_value"),
                 "decision": tags.get("cnnlstm.decision"),
+                "weights_sha256": tags.get("cnnlstm.weights_sha256"),  # None: not pinned
                 "source": mv.source,
             }
         )
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def describe_version(name: str, version: str, description: str, uri: str | None = None) -> None:
+    """Set the model version's description (the model card, `cnnlstm.model_card`)."""
+    _client(uri).update_model_version(name, str(version), description=description)
 
 
 def promote(name: str, version: str, alias: str = CHAMPION, uri: str | None = None) -> str | None:
@@ -300,3 +314,72 @@ def resolve(model_uri: str, uri: str | None = None) -> ResolvedModel:
         "uri-" + hashlib.sha256(model_uri.encode()).hexdigest()[:12],
         model_uri,
     )
+
+
+def reregister(name: str, version: str, uri: str | None = None) -> dict[str, Any]:
+    """Re-log the weights of a version registered without a pin (before cnnlstm pinned hashes;
+    such versions were logged as "models from code" with a copy of the package) in today's
+    format, and register them as a new, pinned version of `name` that carries the old version's
+    evaluation tags. No alias moves: promote the new version by hand (`cnnlstm promote`).
+
+    Trust on first use: only the old version's safetensors weights are read (their own checksum
+    and format are checked; no code from the artifact runs), and whoever runs this vouches that
+    the artifact store was not modified since the model was trained. Returns a record."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from cnnlstm.checkpoint import atomic_write_bytes, read_model_bytes
+    from cnnlstm.mlflow_tracker import log_model, use_tracking
+    from cnnlstm.model_trust import WEIGHTS_TAG, fetch_verified, pins_for_registration
+
+    client = _client(uri)
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException as e:
+        if _not_found(e):
+            raise RegistryError(f"model {name!r} has no version {version}") from None
+        raise
+    old_tags = mv.tags or {}
+    if old_tags.get(WEIGHTS_TAG):
+        raise RegistryError(
+            f"model {name!r} v{version} is pinned already (sha256 {old_tags[WEIGHTS_TAG]}): "
+            "nothing to re-register"
+        )
+    if uri:
+        use_tracking(uri=uri)
+    src = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="cnnlstm-reregister-") as d:
+        _, raw, rec = fetch_verified(src, Path(d) / "old", uri, allow=True)
+        read_model_bytes(raw, src)  # format and the weights' own checksum, before logging
+        weights = Path(d) / "new" / "model.safetensors"
+        atomic_write_bytes(weights, raw)
+        experiment = client.get_run(mv.run_id).info.experiment_id if mv.run_id else None
+        tags = {
+            "cnnlstm.reregistered_from": src,
+            "cnnlstm.reregistered_weights_sha256": rec.weights_sha256,
+        }
+        with mlflow.start_run(
+            experiment_id=experiment, run_name=f"reregister-{name}-v{version}", tags=tags
+        ) as run:
+            info = log_model(weights)
+    evaluation = ("metric", "metric_value", "greater_is_better", "eval_part", "eval_fingerprint")
+    carried = {
+        f"cnnlstm.{k}": old_tags[f"cnnlstm.{k}"] for k in evaluation if f"cnnlstm.{k}" in old_tags
+    }
+    decision = {"cnnlstm.decision": f"re-registered from {src} (weights only); no alias moved"}
+    pins = pins_for_registration(info.model_uri, run.info.run_id, client, uri)
+    new = mlflow.register_model(
+        info.model_uri,
+        name,
+        tags=carried | tags | decision | {"cnnlstm.run_id": run.info.run_id} | pins,
+    )
+    return {
+        "name": name,
+        "from_version": str(version),
+        "version": str(new.version),
+        "run_id": run.info.run_id,
+        "weights_sha256": pins[WEIGHTS_TAG],
+    }

@@ -153,6 +153,52 @@ def spans(w: Windows) -> dict[str, list[int]]:
     return {str(e): [int(a), int(b)] for e, a, b in zip(ents, lo, hi, strict=True)}
 
 
+def data_summary(prep: Prepared) -> dict[str, Any]:
+    """Entities (in all, per split) and the time range of the windows (the model card)."""
+    from datetime import UTC, datetime
+
+    w = prep.ws.windows
+
+    def iso(us: int) -> str:
+        return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+
+    out: dict[str, Any] = {
+        "entities": int(len(np.unique(w.entity.astype(str)))) if len(w) else 0,
+        "entities_per_split": {
+            k: int(len(np.unique(v.entity.astype(str)))) for k, v in prep.parts.items()
+        },
+    }
+    if len(w):
+        out["time_range"] = [iso(int(w.start.min())), iso(int(w.end.max()))]
+    return out
+
+
+def hardware_info(device) -> dict[str, Any]:
+    """Where the model was trained: device (and GPU name), CPU model and cores, torch."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    out: dict[str, Any] = {
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # evaluation of a trained model on a split
 
@@ -234,17 +280,22 @@ def train_from_config(
             batches(prep.parts["val"], prep, device, max(tc.batch_size, 512)) if has_val else None
         )
         t_fit = time.perf_counter()
-        res = fit(
-            model,
-            train_b,
-            val_b,
-            tc,
-            task,
-            out / "checkpoint" / "last.ckpt",
-            resume,
-            tracker,
-            chash,
-        )
+        if cfg.model.arch == "minirocket":  # closed form: no epochs, no checkpoints
+            from cnnlstm.baseline import fit_closed_form
+
+            res = fit_closed_form(model, prep, device, tc.seed)
+        else:
+            res = fit(
+                model,
+                train_b,
+                val_b,
+                tc,
+                task,
+                out / "checkpoint" / "last.ckpt",
+                resume,
+                tracker,
+                chash,
+            )
         fit_s = time.perf_counter() - t_fit
 
         amp_dtype = torch.bfloat16 if device.type == "cuda" and tc.amp != "off" else None
@@ -273,6 +324,8 @@ def train_from_config(
             "best_score": res.best_score,
             "fit_seconds": fit_s,
             "refit_full": bool(tc.refit_full and has_val),
+            "data": data_summary(prep),
+            "hardware": hardware_info(device),
         }
         sel = task.selection
         if has_val:  # the selection model's validation figures (before any refit)
@@ -287,6 +340,11 @@ def train_from_config(
                 "spans": spans(prep.parts["val"]),
                 "windows": len(prep.parts["val"]),
             }
+        rival = None  # the MiniRocket + ridge baseline (train.baseline), fitted like the model
+        if tc.baseline != "off" and cfg.model.arch != "minirocket":
+            from cnnlstm.baseline import Rival
+
+            rival = Rival.start(cfg, prep, n_in, n_out, device, metrics)
         if tc.refit_full and has_val:
             from cnnlstm.refit import refit_full
 
@@ -295,13 +353,22 @@ def train_from_config(
             )
             n_windows["train_full"] = metrics["refit"]["windows"]
             metrics["weights_epoch"] = metrics["refit"]["epochs"]
+            if rival is not None:
+                rival.refit(prep)
         if evaluate_test and len(prep.parts["test"]):
             metrics["test"], outs["test"] = evaluate_split(
                 model, prep.parts["test"], prep, device, 512, amp_dtype
             )
         metrics["history"] = res.history
+        saved_cfg = cfg
+        if rival is not None:
+            rival.finish(prep, evaluate_test, out, tracker, metrics)
+            if metrics.get("chosen") == "baseline":  # train.baseline=compete, won on validation
+                model, saved_cfg = rival.model, rival.cfg
+                outs = rival.outs  # the plots show what was kept
 
-        save_model(out / "model.safetensors", model.cpu(), artifact(cfg, prep, n_in, n_out))
+        meta = artifact(saved_cfg, prep, n_in, n_out, model=model, device=device)
+        save_model(out / "model.safetensors", model.cpu(), meta)
         model.to(device)
         if tc.plots:
             from cnnlstm import plots
@@ -329,8 +396,9 @@ def train_from_config(
         return metrics
 
 
-def artifact(cfg, prep: Prepared, n_in: int, n_out: int) -> ModelArtifact:
-    """The typed metadata stored with the weights."""
+def artifact(cfg, prep: Prepared, n_in: int, n_out: int, model=None, device=None) -> ModelArtifact:
+    """The typed metadata stored with the weights. With the trained `model`, the training
+    statistics (`training_stats`) include its predicted-class mix on the training windows."""
     ws = prep.ws
     window = cfg.window.model_dump(mode="json")
     stats = ws.stats
@@ -351,7 +419,24 @@ def artifact(cfg, prep: Prepared, n_in: int, n_out: int) -> ModelArtifact:
         classes=list(ws.classes),
         class_names=list(ws.class_names),
         target_channels=list(ws.target_channels),
+        training_stats=training_stats(cfg, prep, model, device),
     )
+
+
+def training_stats(cfg, prep: Prepared, model=None, device=None):
+    """What drift monitoring compares scored data with (`cnnlstm.drift`): per raw channel the
+    training split's quantile bins, moments and a seeded sample; with the model, the mix of
+    its predictions on (a seeded subset of at most `drift.MAX_WINDOWS` of) those windows."""
+    from cnnlstm import drift
+
+    w = prep.parts["train"]
+    seed = cfg.train.seed
+    predicted = None
+    if model is not None and len(w):
+        sub = w.subset(drift.summary_windows(len(w), seed))
+        outs = _outputs(model, sub, prep, torch.device(device or "cpu"), None)
+        predicted = drift.predicted_values(prep.task, outs, sub)
+    return drift.fit_training_stats(w, list(cfg.data.channel_names), seed, predicted)
 
 
 def train_windows(

@@ -85,6 +85,13 @@ class TrainConfig(BaseModel):
         "val metrics are the selection model's, test metrics the refit's",
     )
 
+    baseline: Literal["off", "report", "compete"] = Field(
+        default="report",
+        description="MiniRocket + ridge fitted on the same windows and split: report logs its "
+        "figures beside the model's (baseline/... in MLflow, metrics.json 'baseline'); compete "
+        "also keeps whichever of the two is better on validation as the run's model",
+    )
+
     seed: int = 0
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

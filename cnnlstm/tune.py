@@ -116,6 +116,11 @@ def apply_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     raw = copy.deepcopy(raw)
     overlap = None
     for key, v in values.items():
+        if key == "model.preset":  # pseudo key: a whole preset of cnnlstm.auto
+            from cnnlstm.auto import apply_preset
+
+            raw = apply_preset(raw, v)
+            continue
         if key == "window.overlap":
             overlap = float(v)
             continue
@@ -189,6 +194,7 @@ def tune(
     timeout_s: float | None = None,
     readings=None,
     seed: int | None = None,
+    prune: bool = True,
 ) -> dict[str, Any]:
     """Run the study; returns a summary (best value, params, config path, trial states)."""
     import numpy as np
@@ -229,7 +235,11 @@ def tune(
             }
         )
         seed_ = cfg.train.seed if seed is None else seed
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+            if prune
+            else optuna.pruners.NopPruner()
+        )
         study = optuna.create_study(
             direction=direction,
             sampler=_sampler(space, n_trials, seed_),
@@ -247,6 +257,7 @@ def tune(
             values = suggest(trial, space)
             raw = apply_values(base, values)
             raw.setdefault("train", {})["refit_full"] = False  # a refit would train on val
+            raw["train"]["baseline"] = "off"  # trials compare configs, not against a baseline
             try:
                 tcfg = config_from_dict(raw, source=f"trial {trial.number}")
             except ConfigError as e:  # an invalid combination: not a result, skip it
@@ -278,6 +289,8 @@ def tune(
                 if v is None or not math.isfinite(v):
                     raise ValueError(f"trial {trial.number}: validation {metric} is {v}")
                 per_fold.append(float(v))
+                if k == 0:
+                    trial.set_user_attr("best_epoch", int(m["best_epoch"]))
                 mlflow.MlflowClient(tracker.uri).set_tag(tracker.run_id, "optuna.state", "COMPLETE")
             trial.set_user_attr("val_per_fold", per_fold)
             return float(np.mean(per_fold))
@@ -359,6 +372,7 @@ def tune(
                     "value": t.value,
                     "params": t.params,
                     "val_per_fold": t.user_attrs.get("val_per_fold"),
+                    "best_epoch": t.user_attrs.get("best_epoch"),
                 }
                 for t in study.trials
             ],

@@ -86,7 +86,20 @@ def _collect(readings: pl.LazyFrame | pl.DataFrame, columns: list[str]) -> pl.Da
     missing = [c for c in columns if c not in have]
     if missing:
         raise ValueError(f"readings lack columns {missing} (have {have})")
+    if isinstance(readings, pl.DataFrame):  # in memory: sort only when not in order already
+        df = readings.select(columns)
+        return df if _in_entity_time_order(df) else df.sort("entity_id", "timestamp")
     return lf.select(columns).sort("entity_id", "timestamp").collect()
+
+
+def _in_entity_time_order(df: pl.DataFrame) -> bool:
+    """Rows already sorted by entity, then time (what lake files and a scorer's concatenation of
+    one entity's files hold): an O(n) check instead of an O(n log n) sort."""
+    ent, ts = df["entity_id"], df["timestamp"]
+    if ent.null_count() or ts.null_count() or not ent.is_sorted():
+        return False
+    t = ts.to_physical()
+    return bool(((t.diff() >= 0) | (ent != ent.shift())).fill_null(True).all())
 
 
 def _timestamps_us(s: pl.Series) -> np.ndarray:
@@ -531,10 +544,21 @@ def _null_error(null: np.ndarray, ent: np.ndarray, ts: np.ndarray, channels: lis
     )
 
 
+def _entity_codes(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct entity ids in sorted order, code per row) - ``np.unique(..., return_inverse=True)``
+    of the ids as strings, without sorting a numpy object array (the rows come sorted by entity:
+    then the codes are run ids, computed by polars)."""
+    s = s.cast(pl.String)
+    if s.null_count() == 0 and s.is_sorted():
+        return s.unique(maintain_order=True).to_numpy(), s.rle_id().to_numpy().astype(np.int64)
+    return np.unique(s.to_numpy(), return_inverse=True)
+
+
 def _streams(
     df: pl.DataFrame, channels: list[str], cfg: WindowConfig, row_columns: list[str] = ()
 ) -> _Streams:
-    ent = df["entity_id"].cast(pl.String).to_numpy()
+    uniq_ent, ent_codes = _entity_codes(df["entity_id"])
+    ent = uniq_ent[ent_codes]  # (T,) entity per row (object array), for messages
     ts = _timestamps_us(df["timestamp"])
     x = np.asarray(df.select(pl.col(channels).cast(pl.Float32)).to_numpy(), np.float32)
     null = None
@@ -547,7 +571,6 @@ def _streams(
             f"readings hold NaN/inf in channel columns ({int(bad.sum()):,} values), e.g. entity "
             f"{str(ent[r])!r} at {_iso(ts[r])}, channel {channels[int(np.argmax(bad[r]))]!r}"
         )
-    uniq_ent, ent_codes = np.unique(ent, return_inverse=True)
 
     # label values -> codes over all distinct values (-1: null)
     extra: dict[str, np.ndarray] = {"ent": ent_codes}
@@ -563,10 +586,10 @@ def _streams(
         extra[f"tag:{c}"] = df[c].cast(pl.String).fill_null("\x00").to_numpy().astype(object)
 
     # gaps: a step over the tolerance starts a new piece
-    steps = _steps(ent, ts)
+    steps = _steps(ent_codes, ts)
     default = cfg.gap_tolerance_s is None
     tol = default_gap_tolerance_us(steps) if default else cfg.gap_tolerance_s * 1e6
-    seg = _segments(ent, ts, tol)
+    seg = _segments(ent_codes, ts, tol)
     cutting = steps[steps > tol]
     q = np.percentile(steps, [50, 90, 100]) / 1e6 if len(steps) else np.full(3, math.nan)
     stats = StreamStats(

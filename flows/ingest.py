@@ -1,9 +1,15 @@
-"""Ingest flow: landing files -> lake, one task per file (mapped)."""
+"""Ingest flow: landing files -> lake, one task per file (mapped).
+
+A file the lake could not take (outcome ``failed``: disk full, read-only lake, lock timeout) is
+an infrastructure failure: its task raises `LakeUnavailable`, a transient error, so Prefect retries
+it (flows.common.RETRIES); still failing after the retries, it is reported (outcome ``failed``,
+totals ``failed``) and the flow run fails, with nothing recorded against the source."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from typing import Any
 
 import xxhash
@@ -14,7 +20,7 @@ from prefect.logging import get_run_logger
 from cnnlstm.config import load_config
 from cnnlstm.formats import FileRejected
 from cnnlstm.ingest import ingest_file, source_quick_key
-from cnnlstm.lake import Lake, expand_sources, is_local
+from cnnlstm.lake import Lake, LakeUnavailable, expand_sources, is_local
 from flows.common import RETRIES, run_name
 from flows.runners import is_dask_runner, task_runner_for
 
@@ -39,12 +45,28 @@ def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return f"ingest-{key}-{xxhash.xxh3_64_hexdigest(cfg.lake_uri.encode())}"
 
 
+_LAKES: dict[str, Lake] = {}
+_LAKES_GUARD = threading.Lock()
+
+
+def _lake(uri: str) -> Lake:
+    """One Lake object per lake and process, shared by the file tasks (threads, or the tasks
+    of one Dask worker): its ledger index is loaded once, then only brought up to date under
+    the commit lock, so the per-file cost does not grow with the lake."""
+    with _LAKES_GUARD:
+        if uri not in _LAKES:
+            _LAKES[uri] = Lake(uri)
+        return _LAKES[uri]
+
+
 @task(name="ingest-file", cache_key_fn=_content_key, persist_result=True, **RETRIES)
 def ingest_file_task(config: str, path: str) -> dict[str, Any]:
     cfg = load_config(config)
-    lake = Lake(cfg.lake_uri)
+    lake = _lake(cfg.lake_uri)
     lake.ensure()
     report = ingest_file(cfg, lake, path).__dict__
+    if report["outcome"] == "failed":  # the lake, not the file: raise so that Prefect retries
+        raise LakeUnavailable(f"{path}: {report['reason']}")
     # "worker": the process that did the work (a Dask worker under runner.kind=dask)
     return report | {
         "name": path.rsplit("/", 1)[-1],
@@ -59,7 +81,7 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
         if not cfg.data.landing:
             raise ValueError(f"{config}: data.landing is not set and no paths were given")
         paths = [cfg.resolve_path(cfg.data.landing)]
-    return expand_sources(paths, cfg.data.include, cfg.data.exclude)
+    return expand_sources(paths, cfg.data.include, cfg.data.exclude, cfg.data.follow_symlinks)
 
 
 def _fan_out_runner(config: str):
@@ -79,24 +101,59 @@ def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     """Ingest files, folders or globs (default: the config's data.landing) into the lake, one
     task per file, on the task runner of the config's ``runner`` section (threads by default,
     a Dask cluster with ``runner.kind: dask``). Returns per-file reports and totals; bad files
-    are reported, never raised."""
+    are reported, never raised. Files the lake could not take are retried, and if they still
+    fail the run fails (LakeUnavailable) after logging them and the totals."""
     logger = get_run_logger()
     sources = list_sources(config, paths)
     runner = _fan_out_runner(config)
     if runner is None:  # the flow's own task runner (threads, or one given by with_options)
-        reports = [f.result() for f in ingest_file_task.map(unmapped(config), sources)]
+        futures = ingest_file_task.map(unmapped(config), sources)
+        reports = [_report(path, f) for path, f in zip(sources, futures, strict=True)]
     else:  # runner.kind=dask: a Dask cluster for this run's file tasks
         with runner:
             futures = runner.map(ingest_file_task, {"config": unmapped(config), "path": sources})
-            reports = [f.result() for f in futures]
+            reports = [_report(path, f) for path, f in zip(sources, futures, strict=True)]
     totals = {
         k: sum(r[k] for r in reports)
         for k in ("rows_read", "accepted", "quarantined", "duplicates")
     }
-    for outcome in ("committed", "skipped", "rejected"):
+    for outcome in ("committed", "skipped", "rejected", "failed", "retry"):
         totals[outcome] = sum(r["outcome"] == outcome for r in reports)
     for r in reports:
         if r["outcome"] == "rejected":
             logger.warning("rejected %s: %s", r["source"], r["reason"])
+        elif r["outcome"] == "failed":
+            logger.error("failed after retries %s: %s", r["source"], r["reason"])
+        elif r["outcome"] == "retry":  # changed while read: the next run takes it whole
+            logger.warning("not committed %s: %s", r["source"], r["reason"])
     logger.info("ingest totals: %s", totals)
+    if totals["failed"]:  # the run fails; the next one ingests those files
+        raise LakeUnavailable(
+            f"{totals['failed']} of {len(reports)} files could not be written to the lake after "
+            f"{RETRIES['retries']} retries (nothing was recorded against them; run again): "
+            + "; ".join(r["reason"] for r in reports if r["outcome"] == "failed")[:2000]
+            + f" - totals {totals}"
+        )
     return {"files": reports, "totals": totals}
+
+
+def _report(path: str, future: Any) -> dict[str, Any]:
+    """A file task's report; a task that still met an unavailable lake after its retries
+    becomes a ``failed`` report (any other error fails the flow, as before)."""
+    try:
+        return future.result()
+    except LakeUnavailable as e:
+        return {
+            "source": path,
+            "name": path.rsplit("/", 1)[-1],
+            "sha256": None,
+            "outcome": "failed",
+            "rows_read": 0,
+            "accepted": 0,
+            "quarantined": 0,
+            "duplicates": 0,
+            "reason": str(e),
+            "notes": [],
+            "files_written": 0,
+            "seconds": 0.0,
+        }

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from cnnlstm.config import Config, ConfigError, RunnerConfig, load_config
@@ -53,3 +54,16 @@ def task_runner_for(config: str | Path | Config | RunnerConfig) -> TaskRunner:
     if rc.n_workers is not None:
         cluster_kwargs["n_workers"] = rc.n_workers
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
+
+
+def fan_out_runner(config: str | Path | Config | RunnerConfig) -> TaskRunner | None:
+    """The Dask runner the config asks for, to enter around a flow's mapped tasks - unless the
+    flow already runs on one (``flow.with_options(task_runner=DaskTaskRunner(...))``). None: map
+    on the flow's own task runner (threads by default)."""
+    runner = task_runner_for(config)
+    if not is_dask_runner(runner):
+        return None
+    ctx = FlowRunContext.get()
+    if ctx is not None and is_dask_runner(ctx.task_runner):
+        return None
+    return runner

@@ -59,6 +59,8 @@ def test_clean_ingest_json_exit_0(tmp_path: Path, conf: Path) -> None:
         "committed": 1,
         "skipped": 0,
         "rejected": 0,
+        "failed": 0,
+        "retry": 0,
     }
     (f,) = rep["files"]
     assert set(f) == FILE_KEYS

@@ -578,3 +578,129 @@ def test_prefect_deploy_all_against_a_real_server(prefect_server: dict[str, str]
     train = deployments["train-weekly"]
     assert train["job_variables"] == {"gpu_limit": 1}
     assert {"cnnlstm", "train", "gpu"} <= set(train["tags"])
+
+
+# ----------------------------------------------------------------------------- security defaults
+
+CHECK_SECRETS = DEPLOY / "check-secrets.sh"
+IMAGE_TAG = re.compile(r"^(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)$")
+
+
+def _compose_image_defaults() -> dict[str, str]:
+    """service -> the image it runs without overrides (the default of a ${VAR:-default})."""
+    out = {}
+    for name, svc in _compose()["services"].items():
+        image = svc.get("image")
+        if image is None:
+            continue
+        m = re.fullmatch(r"\$\{[A-Z0-9_]+:-([^}]+)\}", image)
+        out[name] = m.group(1) if m else image
+    return out
+
+
+def test_images_are_pinned_to_released_tags() -> None:
+    images = dict(_compose_image_defaults())
+    for doc in _k8s_docs():
+        spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            images[f"k8s {doc['metadata']['name']}/{c['name']}"] = c["image"]
+    # the commented overrides of .env.example show the same pinned defaults
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        m = re.match(r"#\s*([A-Z_]+_IMAGE)=(\S+)", line)
+        if m:
+            images[f".env.example {m.group(1)}"] = m.group(2)
+    for where, image in images.items():
+        if image.startswith("cnnlstm:"):  # built from this repository (deploy/Dockerfile*)
+            continue
+        m = IMAGE_TAG.match(image)
+        assert m, f"{where}: {image} has no explicit tag"
+        assert m.group("tag") != "latest", f"{where}: {image} floats"
+    minio = _compose_image_defaults()
+    server, mc = minio["minio"], minio["minio-init"]
+    assert re.fullmatch(r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", server), server
+    assert re.fullmatch(r"minio/mc:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", mc), mc
+    # mc learnt to accept an already attached policy in October 2024 (minio/mc PR 5058): the
+    # attach step below is idempotent with this release, not by hiding its failures
+    assert mc.split("RELEASE.")[1] >= "2024-10-09", mc
+
+
+def test_mlflow_auth_denies_by_default_and_has_a_secret_key() -> None:
+    mlflow = _compose()["services"]["mlflow"]
+    script = mlflow["command"][0]
+    perm = re.findall(r"^\s*default_permission\s*=\s*(\S+)\s*$", script, re.M)
+    assert perm == ["NO_PERMISSIONS"], perm
+    key = _env_items(mlflow).get("MLFLOW_FLASK_SERVER_SECRET_KEY", "")
+    assert ENV_REF.match(key) and ":?" in key, key
+    example = ENV_EXAMPLE.read_text()
+    assert re.search(r"^MLFLOW_FLASK_SERVER_SECRET_KEY=change-me", example, re.M)
+
+
+def test_security_steps_do_not_hide_failures() -> None:
+    text = COMPOSE.read_text()
+    assert not re.search(r"\|\|\s*(true|:)\b", text), "a failure is hidden with || true"
+    init = _compose()["services"]["minio-init"]
+    assert init["entrypoint"][:2] == ["/bin/sh", "-ec"]  # any failing step fails the one-shot
+    assert "mc admin policy attach local cnnlstm" in init["command"][0]
+
+
+def test_a_one_shot_refuses_placeholder_secrets_before_anything_starts() -> None:
+    services = _compose()["services"]
+    check = services["check-secrets"]
+    assert check.get("restart") == "no"
+    assert any(str(v).split(":")[0].endswith("check-secrets.sh") for v in check["volumes"])
+    env = _env_items(check)
+    names = [a for a in check["command"]]
+    assert set(names) == set(env), "every checked variable is passed in, and vice versa"
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", json.dumps(services)))
+    assert required <= set(names), f"not checked: {required - set(names)}"
+    for svc in ("postgres", "minio"):  # the roots of the dependency graph wait for it
+        assert services[svc]["depends_on"]["check-secrets"] == {
+            "condition": "service_completed_successfully"
+        }
+
+
+def _check_secrets(env: dict[str, str], *names: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(CHECK_SECRETS), *names],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")} | env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_check_secrets_script_refuses_placeholders_and_empty_values() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    names = list(_env_items(_compose()["services"]["check-secrets"]))
+    # .env.example as it is: refused, naming every placeholder, and no value is echoed
+    r = _check_secrets({k: example[k] for k in names}, *names)
+    assert r.returncode != 0
+    for k in names:
+        if example[k].startswith("change-me"):
+            assert k in r.stderr, (k, r.stderr)
+    assert "change-me-" not in r.stderr + r.stdout, "the check must not print secret values"
+
+    good = {k: os.urandom(12).hex() for k in names}
+    good["PREFECT_AUTH_STRING"] = "admin:" + os.urandom(12).hex()
+    ok = _check_secrets(good, *names)
+    assert ok.returncode == 0, ok.stderr
+
+    for bad, why in (
+        ({"MLFLOW_ADMIN_PASSWORD": "change-me-x"}, "placeholder"),
+        ({"MLFLOW_ADMIN_PASSWORD": "CHANGE-ME"}, "placeholder"),
+        ({"MLFLOW_FLASK_SERVER_SECRET_KEY": ""}, "empty"),
+        ({"POSTGRES_PASSWORD": "short"}, "characters"),
+        ({"PREFECT_AUTH_STRING": "admin"}, "user:password"),
+        ({"PREFECT_AUTH_STRING": "admin:"}, "user:password"),
+    ):
+        r = _check_secrets(good | bad, *names)
+        [key] = bad
+        assert r.returncode != 0, bad
+        assert key in r.stderr and why in r.stderr, (bad, r.stderr)
+    # a variable that is not set at all is refused too
+    r = _check_secrets({k: v for k, v in good.items() if k != "S3_SECRET_ACCESS_KEY"}, *names)
+    assert r.returncode != 0 and "S3_SECRET_ACCESS_KEY" in r.stderr

@@ -924,6 +924,8 @@ def test_folder_mixing_good_and_bad_files_commits_the_good_ones(tmp_path: Path) 
         "committed": 3,
         "skipped": 0,
         "rejected": 4,
+        "failed": 0,
+        "retry": 0,
     }
     assert not report.clean
     lake = Lake(cfg.lake_uri)

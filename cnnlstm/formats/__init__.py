@@ -27,6 +27,7 @@ def read_source(
     max_bytes: int,
     max_rows: int,
     notes: list[str] | None = None,
+    max_gzip_ratio: float = gz.DEFAULT_RATIO,
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """Parse a source file. Returns the frame of parsed rows (source columns + ``_row``) and the
     rows that could not be parsed at all, as ``(row, reason, raw text)``."""
@@ -34,5 +35,7 @@ def read_source(
         raise FileRejected("empty file (0 bytes)")
     for reader in READERS:
         if reader.matches(source, data[:8]):
+            if reader is gz:
+                return gz.read(data, source, cfg, max_bytes, max_rows, notes, max_gzip_ratio)
             return reader.read(data, source, cfg, max_bytes, max_rows, notes)
     raise FileRejected("no reader for this file")  # pragma: no cover (CSV takes every file)

@@ -1,5 +1,6 @@
 """Parquet (.parquet, .pq, or the PAR1 magic bytes): the declared row count is checked against
-lake.max_rows_per_file before anything is decoded."""
+lake.max_rows_per_file before anything is decoded. Dictionary-encoded columns (pyarrow
+``dictionary<int, string>``, polars Categorical/Enum) are read as their plain values."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats.base import ROW, FileRejected, check_columns
+from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names
 
 
 def matches(source: str, head: bytes) -> bool:
@@ -40,12 +41,27 @@ def read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
         raise FileRejected("Parquet file has no rows")
     names = table.column_names
     if len(set(names)) != len(names):
-        raise FileRejected(f"duplicate column names: {names}")
+        raise FileRejected(f"duplicate column names: {clip_names(names)}")
     check_columns(names, cfg)
-    df = pl.from_arrow(table)
+    df = pl.from_arrow(_decode_dictionaries(table))
     assert isinstance(df, pl.DataFrame)
+    df = df.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
     for ch in cfg.channels:
         dt = df.schema[ch.src]
         if not (dt.is_numeric() or dt == pl.String):
             raise FileRejected(f"column {ch.src!r} has type {dt}, expected a number")
     return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _decode_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns as plain columns of their value type (strings stay strings:
+    polars would read them as Categorical, which the mapping treats as an unknown type)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            value = f.type.value_type
+            try:
+                col = table.column(i).cast(value)
+            except (pa.ArrowException, ValueError) as e:
+                raise FileRejected(f"column {f.name!r}: cannot decode {f.type}: {e}") from e
+            table = table.set_column(i, pa.field(f.name, value, f.nullable), col)
+    return table

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats.base import ROW, FileRejected, check_columns
+from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names
 from schemas.readings import EXTRA_DTYPES
 
 
@@ -96,7 +96,7 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
         if len(c.names) != len(header):
             raise FileRejected(
                 f"data.csv.names has {len(c.names)} names but the file has {len(header)} "
-                f"fields ({header})"
+                f"fields ({clip_names(header)})"
             )
         header = list(c.names)
     return Layout(c.skip_rows + 1, header, len(recs) - 1)
@@ -157,7 +157,7 @@ def read_csv(
     layout = read_layout(head[: 1 << 20], cfg, notes)  # the dialect from the first MiB
     names = layout.names
     if len(set(names)) != len(names):
-        raise FileRejected(f"duplicate column names in the header: {names}")
+        raise FileRejected(f"duplicate column names in the header: {clip_names(names)}")
     check_columns(names, cfg)
     if data is not None and layout.data_rows_seen == 0:
         raise FileRejected("header only: no data rows")
@@ -182,9 +182,11 @@ def read_csv(
 
 
 def numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
-    # channels straight to float32: an overflow becomes inf and is quarantined as non-finite,
-    # and quarantined rows keep their source text (see _with_source_text)
-    ov: dict[str, pl.DataType] = {ch.src: pl.Float32() for ch in cfg.channels}
+    # channels as float64, cast to float32 in the mapping: a value below float32's normal
+    # range (1e-50) is seen there (data.denormals) instead of becoming 0.0 here; an overflow
+    # becomes inf and is quarantined as non-finite; quarantined rows keep their source text
+    # (see _with_source_text)
+    ov: dict[str, pl.DataType] = {ch.src: pl.Float64() for ch in cfg.channels}
     fmt = cfg.timestamp.format
     if fmt in ("epoch_us", "epoch_ns", "sample_index"):
         ov[cfg.timestamp.column] = pl.Int64()

@@ -36,6 +36,15 @@ def build_model(
         return SubseqCNNRNN(cfg, n_channels, out_shape)
     if cfg.arch == "frame":
         return FrameCNNRNN(cfg, n_channels, out_shape)
+    if cfg.arch == "auto":
+        raise ValueError(
+            "model: auto is resolved to a preset before training (cnnlstm train / cnnlstm run "
+            "with MLflow tracking; cnnlstm.auto.auto_select)"
+        )
+    if cfg.arch == "minirocket":  # fitted in closed form (cnnlstm.baseline), not by SGD
+        from cnnlstm.models.minirocket import MiniRocketRidge
+
+        return MiniRocketRidge(n_channels, out_shape, cfg.minirocket)
     if cfg.arch == "parallel":
         return ParallelCNNRNN(cfg, n_channels, out_shape, n_channels2)
     raise ValueError(f"model.arch {cfg.arch!r} is unknown")

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,6 +66,9 @@ class HeadConfig(_Strict):
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
 
 
+N_KERNELS_MIN = 84  # MiniRocket's kernel count: one feature per kernel at least
+
+
 class FrameConfig(_Strict):
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
     kernel_size: int = Field(default=3, ge=1)
@@ -79,8 +82,24 @@ class ParallelConfig(_Strict):
     rnn_downsample: int = Field(default=1, ge=1, description="avg-pool factor of the RNN input")
 
 
+class MiniRocketConfig(_Strict):
+    features: int = Field(
+        default=10_000, ge=N_KERNELS_MIN, description="PPV features (a multiple of 84 is used)"
+    )
+    max_dilations: int = Field(default=32, ge=1, description="most dilations per kernel")
+
+
+class AutoConfig(_Strict):
+    budget_s: float | None = Field(
+        default=None, gt=0, description="time for the choice (all presets when unset)"
+    )
+    presets: list[str] | None = Field(
+        default=None, description="presets to try (default: all, cnnlstm.auto.PRESET_NAMES)"
+    )
+
+
 class ModelConfig(_Strict):
-    arch: Literal["serial", "subseq", "frame", "parallel"] = "serial"
+    arch: Literal["serial", "subseq", "frame", "parallel", "minirocket", "auto"] = "serial"
     conv: ConvConfig = Field(default_factory=ConvConfig)
     rnn: RNNConfig = Field(default_factory=RNNConfig)
     pooling: Literal["last", "mean", "attention"] = "mean"
@@ -88,3 +107,12 @@ class ModelConfig(_Strict):
     n_subsequences: int = Field(default=4, ge=1, description="arch=subseq")
     frame: FrameConfig = Field(default_factory=FrameConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    minirocket: MiniRocketConfig = Field(
+        default_factory=MiniRocketConfig, description="arch=minirocket (and the baseline)"
+    )
+    auto: AutoConfig = Field(default_factory=AutoConfig, description="arch=auto")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"arch": "auto"} if v == "auto" else v

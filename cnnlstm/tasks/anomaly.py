@@ -158,7 +158,11 @@ class Anomaly(Task):
         import polars as pl
 
         s = self.score(out)
-        lab = [None] * len(w) if truth is None else [None if v < 0 else int(v) for v in truth]
+        if truth is None:
+            lab = [None] * len(w)
+        else:  # -1: no label (null)
+            t = np.asarray(truth, np.int64)
+            lab = pl.Series(t, dtype=pl.Int64).scatter(np.flatnonzero(t < 0), None)
         return {
             "anomaly_score": pl.Series(s, dtype=pl.Float64),
             "predicted": pl.Series((s > self.threshold).astype(np.int64), dtype=pl.Int64),

@@ -98,6 +98,13 @@ class Task:
         return 1
 
     # ---- model -------------------------------------------------------------------------------
+    def baseline_unsupported(self) -> str | None:
+        """Why the MiniRocket + ridge baseline (`cnnlstm.baseline`) cannot stand in for this
+        task's model, or None. A task that calibrates on validation outputs cannot share them."""
+        if self.calibrates:
+            return "the task calibrates on validation outputs (a threshold)"
+        return None
+
     def build_model(self, model_cfg, n_channels: int, n_outputs: int):
         from cnnlstm.models import build_model
 

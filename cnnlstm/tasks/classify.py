@@ -20,6 +20,15 @@ from cnnlstm.tasks.base import (
 )
 
 
+def index_or_null(codes) -> Any:
+    """Codes (-1: none) as a polars UInt32 index with nulls for the negative ones:
+    ``values.gather(index_or_null(codes))`` is the value per row, null where there is none."""
+    import polars as pl
+
+    c = np.asarray(codes, np.int64)
+    return pl.Series(np.where(c < 0, 0, c), dtype=pl.UInt32).scatter(np.flatnonzero(c < 0), None)
+
+
 def softmax(out: np.ndarray) -> np.ndarray:
     if not len(out):
         return np.zeros(out.shape, np.float32)
@@ -116,24 +125,25 @@ class Classify(Task):
         conv = int if dt == pl.Int64 else str
         idx = out.argmax(1) if len(out) else np.zeros(0, np.int64)
         prob = softmax(out) if len(out) else np.zeros((0, len(classes)), np.float32)
-        names = self.names
+        # per-window values gathered by index (no Python loop over windows)
+        values = pl.Series([conv(c) for c in classes], dtype=dt)
+        names = pl.Series(list(self.names), dtype=pl.String)
         cols: dict[str, Any] = {
-            "predicted": pl.Series([conv(classes[i]) for i in idx], dtype=dt),
-            "predicted_name": pl.Series([names[i] for i in idx], dtype=pl.String),
+            "predicted": values.gather(idx),
+            "predicted_name": names.gather(idx),
             "probability": pl.Series(prob.max(1) if len(prob) else [], dtype=pl.Float32),
         }
         for k, c in enumerate(classes):
             cols[f"prob_{c}"] = pl.Series(prob[:, k], dtype=pl.Float32)
-        lab = (
-            [None] * len(w)
+        cols["label"] = (
+            pl.Series([None] * len(w), dtype=dt)
             if truth is None
-            else [None if v < 0 else conv(classes[v]) for v in truth]
+            else values.gather(index_or_null(truth))
         )
-        cols["label"] = pl.Series(lab, dtype=dt)
         if self.cfg.aggregate != "none":
             ents, eidx, conf = entity_answers(w.entity, prob, self.cfg.aggregate)
             pos = np.searchsorted(ents, np.asarray(w.entity).astype(str))
-            cols["entity_predicted"] = pl.Series([conv(classes[eidx[p]]) for p in pos], dtype=dt)
+            cols["entity_predicted"] = values.gather(eidx[pos])
             cols["entity_confidence"] = pl.Series(conf[pos], dtype=pl.Float32)
         return cols
 

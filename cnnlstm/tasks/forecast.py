@@ -46,6 +46,11 @@ class Forecast(Task):
         y, keep = labels.future_values(cut, tch)
         return Targets(y, keep, target_channels=tch)
 
+    def baseline_unsupported(self) -> str | None:
+        if self.quantiles:
+            return "quantile forecasts: a ridge read-out gives one value per step"
+        return super().baseline_unsupported()
+
     def n_outputs(self, ws) -> int:
         k = len(ws.target_channels)
         return k * len(self.quantiles) if self.quantiles else k

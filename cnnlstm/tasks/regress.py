@@ -115,7 +115,7 @@ class Regress(Task):
             lab = [None] * len(w)
         else:
             t = np.asarray(truth, np.float64).reshape(len(w), -1)[:, 0]
-            lab = [float(v) if np.isfinite(v) else None for v in t]
+            lab = pl.Series(np.where(np.isfinite(t), t, np.nan), dtype=pl.Float64).fill_nan(None)
         return {
             "predicted": pl.Series(pred[:, 0] if len(pred) else [], dtype=pl.Float64),
             "label": pl.Series(lab, dtype=pl.Float64),
