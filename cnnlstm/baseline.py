@@ -106,6 +106,11 @@ def fit_minirocket(model: MiniRocketRidge, train_batches, seed: int = 0) -> Base
     x, y = _collect(train_batches)
     if x.shape[0] < 2:
         raise ValueError("MiniRocket needs at least 2 training windows")
+    cap = model.max_windows
+    if cap is not None and x.shape[0] > cap:  # a seeded random subset, in window order
+        keep = np.sort(np.random.default_rng(seed).choice(x.shape[0], cap, replace=False))
+        log.info("MiniRocket fits on %d of %d training windows (max_windows)", cap, x.shape[0])
+        x, y = x[torch.from_numpy(keep)], y[torch.from_numpy(keep)]
     fit_transform(model, x, seed)
     feats = _features(model, x)
     scale = feats.std(0)

@@ -154,3 +154,10 @@ def test_minirocket_refit_on_train_and_validation(tmp_path):
     m = train_from_config(cfg, tmp_path / "run", readings=sine_readings(), tracker=MemoryTracker())
     assert m["refit"]["windows"] == m["n_windows"]["train_full"] > m["n_windows"]["train"]
     assert m["refit"]["epochs"] == 0 and m["test"]["accuracy"] > 0.9
+
+
+def test_fit_uses_at_most_max_windows():
+    x, y = _freq_batches(120, 1)
+    m = MiniRocketRidge(2, (3,), MiniRocketConfig(features=168, max_windows=50))
+    fit = fit_minirocket(m, [(x, None, y)], seed=0)
+    assert fit.n_windows == 50

@@ -87,6 +87,12 @@ class MiniRocketConfig(_Strict):
         default=10_000, ge=N_KERNELS_MIN, description="PPV features (a multiple of 84 is used)"
     )
     max_dilations: int = Field(default=32, ge=1, description="most dilations per kernel")
+    max_windows: int | None = Field(
+        default=8192,
+        ge=2,
+        description="fit on at most this many training windows (a seeded random subset): the "
+        "ridge fit grows with windows x features; null: all",
+    )
 
 
 class AutoConfig(_Strict):

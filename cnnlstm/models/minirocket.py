@@ -67,6 +67,7 @@ class MiniRocketRidge(nn.Module):
         self.out_shape = out_shape
         self.n_features = getattr(cfg, "features", 10_000)
         self.max_dilations = getattr(cfg, "max_dilations", 32)
+        self.max_windows = getattr(cfg, "max_windows", None)
         w = -torch.ones(N_KERNELS, 1, KERNEL_LENGTH)
         for k, idx in enumerate(COMBINATIONS):
             w[k, 0, idx] = 2.0
