@@ -14,7 +14,6 @@ from typing import Any
 
 import xxhash
 from prefect import flow, task, unmapped
-from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
 from cnnlstm.config import load_config
@@ -22,7 +21,7 @@ from cnnlstm.formats import FileRejected
 from cnnlstm.ingest import ingest_file, source_quick_key
 from cnnlstm.lake import Lake, LakeUnavailable, expand_sources, is_local
 from flows.common import RETRIES, run_name
-from flows.runners import is_dask_runner, task_runner_for
+from flows.runners import fan_out_runner
 
 
 def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -84,18 +83,6 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
     return expand_sources(paths, cfg.data.include, cfg.data.exclude, cfg.data.follow_symlinks)
 
 
-def _fan_out_runner(config: str):
-    """The Dask runner the config asks for, unless the flow already runs on one
-    (``ingest_flow.with_options(task_runner=DaskTaskRunner(...))``); None: use the flow's own."""
-    runner = task_runner_for(config)
-    if not is_dask_runner(runner):
-        return None
-    ctx = FlowRunContext.get()
-    if ctx is not None and is_dask_runner(ctx.task_runner):
-        return None
-    return runner
-
-
 @flow(name="ingest", flow_run_name=run_name("ingest"), log_prints=True)
 def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     """Ingest files, folders or globs (default: the config's data.landing) into the lake, one
@@ -105,7 +92,7 @@ def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     fail the run fails (LakeUnavailable) after logging them and the totals."""
     logger = get_run_logger()
     sources = list_sources(config, paths)
-    runner = _fan_out_runner(config)
+    runner = fan_out_runner(config)
     if runner is None:  # the flow's own task runner (threads, or one given by with_options)
         futures = ingest_file_task.map(unmapped(config), sources)
         reports = [_report(path, f) for path, f in zip(sources, futures, strict=True)]
