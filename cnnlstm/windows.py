@@ -1058,20 +1058,29 @@ class Batches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def order(self, epoch: int | None = None):
+        """The window order of an epoch (a pure function of seed and epoch): a permutation when
+        shuffling, else 0..N-1. Distributed training slices it per rank (`cnnlstm.ddp`)."""
         import torch
 
         n = len(self)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        order = order.to(self.x.device)
+        if not self.shuffle:
+            return torch.arange(n)
+        e = self.epoch if epoch is None else epoch
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+        return torch.randperm(n, generator=g)
+
+    def take(self, i):
+        """The batch of windows at indices `i` (a 1-D index tensor): (x, lengths or None, y) on
+        the device."""
+        i = i.to(self.x.device)
+        x, ln, y = self.x[i], self.lengths[i], self.y[i]
+        if not self.resident:
+            nb = self.device.type == "cuda"
+            x, ln, y = (t.to(self.device, non_blocking=nb) for t in (x, ln, y))
+        return x, (None if self.full_length else ln), y
+
+    def __iter__(self):
+        order = self.order()
         for b in range(self.n_batches()):
-            i = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x, ln, y = self.x[i], self.lengths[i], self.y[i]
-            if not self.resident:
-                nb = self.device.type == "cuda"
-                x, ln, y = (t.to(self.device, non_blocking=nb) for t in (x, ln, y))
-            yield x, (None if self.full_length else ln), y
+            yield self.take(order[b * self.batch_size : (b + 1) * self.batch_size])
