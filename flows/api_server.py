@@ -46,7 +46,9 @@ class GuardedServer:
 
     def __init__(self, timeout: float | None = None):
         self.timeout = timeout or float(
-            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+            # generous: the first start on a fresh install migrates the database and compiles
+            # Prefect's modules, which took over 120 s on a busy 2-core machine
+            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
         )
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -81,9 +83,18 @@ class GuardedServer:
             )
         finally:
             sock.close()  # the child holds its own copy
-        deadline = time.monotonic() + self.timeout
+        t0 = time.monotonic()
+        deadline, told = t0 + self.timeout, False
         with httpx.Client(timeout=5) as client:
             while True:
+                if not told and time.monotonic() - t0 > 20:
+                    told = True
+                    print(
+                        "waiting for the local Prefect API server to start (the first start "
+                        f"sets up its database; up to {self.timeout:.0f} s) ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if self.proc.poll() is not None:
                     raise RuntimeError(
                         f"the Prefect API server exited with status {self.proc.returncode} "
