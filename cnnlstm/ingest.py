@@ -499,8 +499,11 @@ def _write_commit(
             entity_id, date = part["entity_id"][0], part[DATE][0]
             rel = f"{lake.partition_dir(entity_id, date.isoformat())}/part-{sha16}.parquet"
             written.append(rel)
-            n = lake.write_parquet(part.drop(ROW, DATE), rel, cfg.lake.compression)
-            files.append({"path": rel, "entity_id": entity_id, "date": date.isoformat(), "rows": n})
+            n, digest = lake.write_parquet_hashed(part.drop(ROW, DATE), rel, cfg.lake.compression)
+            files.append(  # the file's hash: MLflow lineage reads it here, not from the file
+                {"path": rel, "entity_id": entity_id, "date": date.isoformat(), "rows": n}
+                | {"sha256": digest}
+            )
             us = part["timestamp"].dt.epoch("us")
             stats[rel] = [int(us.min()), int(us.max())]  # type: ignore[arg-type]
     qfile = None

@@ -4,7 +4,8 @@ Layout under the lake root (a local folder, or any fsspec URI such as ``s3://buc
 
     readings/entity_id=<uri-encoded id>/date=YYYY-MM-DD/part-<sha16>[-r<8 hex>].parquet
     _quarantine/part-<sha16>.parquet       rows that failed validation, with reason and row number
-    _ledger/<sha256>.json                  one record per committed source file (content hash)
+    _ledger/<sha256>.json                  one record per committed source file (content hash),
+                                           naming its data files with rows and sha256
     _ledger/_index.jsonl                   the ledger index: one line per commit (local lakes)
     _ledger/rejected/<sha256>.json         the last rejection of a source file, with the reason
     _tmp/                                  files being written (never read)
@@ -30,6 +31,7 @@ import contextlib
 import errno
 import fcntl
 import fnmatch
+import hashlib
 import io
 import json
 import logging
@@ -92,6 +94,13 @@ def _lake_io(what: str) -> Iterator[None]:
         raise (LakeUnavailable(msg) if e.errno is None else LakeUnavailable(e.errno, msg)) from e
 
 
+def _sha256_of(f: Any) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 def _write_parquet_file(df: pl.DataFrame, path: str, compression: str) -> None:
     """``df.write_parquet(path)``; polars reports I/O failures (a full disk, a read-only file
     system) as ComputeError "... (os error 28)": those come out as the OSError they are."""
@@ -120,6 +129,9 @@ class DataFile:
     entity_id: str
     date: str
     rows: int
+    # SHA-256 of the file's bytes, recorded by the ingest that wrote it (None in ledger records
+    # written before it was recorded: hash the file, `Lake.file_sha256`)
+    sha256: str | None = None
 
 
 _REMOTE_LOCKS: dict[str, threading.RLock] = {}
@@ -197,6 +209,14 @@ class Lake:
         """Write ``df`` to ``rel`` atomically: temp file, fsync, re-open and check the footer's
         row count, then rename. Returns the row count. A failure removes the temp file; an
         OSError is raised as LakeUnavailable."""
+        return self.write_parquet_hashed(df, rel, compression)[0]
+
+    def write_parquet_hashed(
+        self, df: pl.DataFrame, rel: str, compression: str = "zstd"
+    ) -> tuple[int, str]:
+        """`write_parquet`, returning (rows, SHA-256 of the file's bytes): the hash the ledger
+        records for the file, so lineage never has to read the lake back (the bytes are hashed
+        as written: the fresh temp file, or the upload buffer on object stores)."""
         comp = "uncompressed" if compression == "none" else compression
         with _lake_io(f"write {rel}"):
             tmp = self._tmp_name(".parquet")
@@ -208,12 +228,16 @@ class Lake:
                         os.fsync(fd)
                     finally:
                         os.close(fd)
+                    with open(self.abs(tmp), "rb") as f:
+                        digest = _sha256_of(f)
                     meta = pq.read_metadata(self.abs(tmp))
                 else:
                     buf = io.BytesIO()
                     df.write_parquet(buf, compression=comp, statistics=True)
+                    data = buf.getvalue()
+                    digest = hashlib.sha256(data).hexdigest()
                     with self.fs.open(self.abs(tmp), "wb") as f:
-                        f.write(buf.getvalue())
+                        f.write(data)
                     with self.fs.open(self.abs(tmp), "rb") as f:
                         meta = pq.read_metadata(f)
                 if meta.num_rows != df.height:
@@ -224,7 +248,13 @@ class Lake:
             except BaseException:
                 self._discard(tmp)
                 raise
-        return df.height
+        return df.height, digest
+
+    def file_sha256(self, rel: str) -> str:
+        """SHA-256 of a lake file's bytes, read from the lake (on object storage: a download).
+        Lineage calls it only for a file whose ledger record has no hash."""
+        with self.fs.open(self.abs(rel), "rb") as f:
+            return _sha256_of(f)
 
     def _discard(self, rel: str) -> None:
         """Best-effort removal of a file of ours (a temp file after a failed write)."""

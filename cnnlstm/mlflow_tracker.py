@@ -197,29 +197,42 @@ def runtime_tags(root: Path | None = None) -> dict[str, str]:
     return tags
 
 
-def lake_lineage(lake_uri: str) -> dict[str, Any]:
+def lake_lineage(lake_uri: str, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The committed lake files (from the ledger) and a SHA-256 fingerprint over their paths,
-    row counts and bytes: same fingerprint, same training data."""
+    row counts and content hashes: same fingerprint, same training data.
+
+    Each file's content hash is the one its ledger record holds (the ingest hashes the bytes
+    as it writes them); only a file whose record has none (written before the hashes were
+    recorded) is read and hashed here, so on object storage lineage downloads nothing. The
+    fingerprint is the same either way. ``hashed_here`` counts the files read.
+    ``records``: the ledger records, when the caller has them already."""
     from cnnlstm.lake import Lake
 
     lake = Lake(lake_uri)
-    files = sorted(lake.data_files(), key=lambda f: f.path)
+    files = sorted(lake.data_files(records), key=lambda f: f.path)
     h = hashlib.sha256()
     listed = []
+    hashed_here = 0
     for f in files:
-        fh = hashlib.sha256()
-        with lake.fs.open(lake.abs(f.path), "rb") as fp:
-            for chunk in iter(lambda fp=fp: fp.read(1 << 20), b""):
-                fh.update(chunk)
-        h.update(f"{f.path}\t{f.rows}\t{fh.hexdigest()}\n".encode())
+        digest = f.sha256
+        if digest is None:
+            digest = lake.file_sha256(f.path)
+            hashed_here += 1
+        h.update(f"{f.path}\t{f.rows}\t{digest}\n".encode())
         listed.append(
             {
                 "path": f.path,
                 "entity_id": f.entity_id,
                 "date": f.date,
                 "rows": f.rows,
-                "sha256": fh.hexdigest(),
+                "sha256": digest,
             }
+        )
+    if hashed_here:
+        log.info(
+            "lineage: %d of %d lake files had no hash in the ledger and were read to hash them",
+            hashed_here,
+            len(files),
         )
     return {
         "lake": lake_uri,
@@ -227,6 +240,7 @@ def lake_lineage(lake_uri: str) -> dict[str, Any]:
         "files": listed,
         "n_files": len(listed),
         "rows": sum(f["rows"] for f in listed),
+        "hashed_here": hashed_here,
     }
 
 
@@ -242,7 +256,14 @@ def _dataset(cfg, lineage: dict[str, Any]):
         cols.append(ColSpec(kinds[cfg.data.label.dtype], "label"))
     cols += [ColSpec(kinds[t], n) for n, t in cfg.data.metadata_types().items()]
     try:
-        source = resolve_dataset_source(lineage["lake"])
+        if "://" not in lineage["lake"] or lineage["lake"].startswith("file://"):
+            # say it is a local folder: MLflow registers two local source types (for the "" and
+            # "file" schemes) and warns that a local path "can be interpreted in multiple ways"
+            from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+
+            source = get_dataset_source_from_json(json.dumps({"uri": lineage["lake"]}), "local")
+        else:
+            source = resolve_dataset_source(lineage["lake"])
     except Exception:  # no registered source type for this URI scheme
         from mlflow.data.http_dataset_source import HTTPDatasetSource
 
@@ -340,10 +361,11 @@ class MlflowTracker(Tracker):
         from cnnlstm.lake import Lake
 
         lake_uri = self.cfg.lake_uri
-        if not Lake(lake_uri).records():
+        records = Lake(lake_uri).records()
+        if not records:
             mlflow.set_tag("lake.lineage", "unavailable: no committed lake files")
             return
-        lin = lake_lineage(lake_uri)
+        lin = lake_lineage(lake_uri, records)
         mlflow.log_dict(lin, "lineage/lake_files.json")
         mlflow.set_tags(
             {

@@ -19,6 +19,7 @@ server schedules from those crons checked against them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -411,22 +412,27 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 120) -> str:
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A `prefect server start` on 127.0.0.1 (SQLite in tmp, auth string); yields the client
-    environment."""
-    home = tmp_path_factory.mktemp("prefect-server")
+@contextlib.contextmanager
+def running_prefect_server(
+    home: Path, server_extra: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """A `prefect server start` on 127.0.0.1 (SQLite under ``home``, auth string; more server
+    settings in ``server_extra``); yields the client environment. Also used by test_serve.py."""
     port = _free_port()
     auth = f"deploy-test:{os.urandom(12).hex()}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    server_env = base | {
-        "PREFECT_HOME": str(home / "server-home"),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_API_AUTH_STRING": auth,
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    }
+    server_env = (
+        base
+        | {
+            "PREFECT_HOME": str(home / "server-home"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_API_AUTH_STRING": auth,
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        }
+        | (server_extra or {})
+    )
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -448,7 +454,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     try:
         import httpx
 
-        deadline = time.monotonic() + 60
+        # the migrations of a fresh database take a while on a loaded machine
+        deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, (home / "server.log").read_text()
             try:
@@ -456,7 +463,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "server did not come up in 60 s"
+            assert time.monotonic() < deadline, "server did not come up in 180 s"
             time.sleep(0.3)
         yield client_env
     finally:
@@ -469,6 +476,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
                 os.killpg(with_group, signal.SIGKILL)
                 proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-server")) as env:
+        yield env
 
 
 def _cron_matches(cron: str, t: datetime) -> bool:

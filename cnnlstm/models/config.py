@@ -5,7 +5,8 @@
 - ``serial``: 1-D conv stack along time -> LSTM/GRU over the conv features -> pooling -> head.
 - ``subseq``: the window is cut into ``n_subsequences`` pieces, the same conv stack reads each
   (folded into the batch), the RNN runs over the per-piece features.
-- ``frame``: ``(B, T, C, H, W)`` image sequences; a 2-D conv stack per frame, then the RNN.
+- ``frame``: image sequences: each time step's channels are the pixels of a frame
+  (``frame.height`` x ``frame.width``); a 2-D conv stack per frame, then the RNN over time.
 - ``parallel``: a CNN branch and an RNN branch read two inputs (or two channel subsets, the RNN one
   optionally at a lower rate); their features are fused by concatenation or attention.
 """
@@ -70,8 +71,15 @@ N_KERNELS_MIN = 84  # MiniRocket's kernel count: one feature per kernel at least
 
 
 class FrameConfig(_Strict):
+    """arch=frame: each time step of a window is an image. The window's channels (raw, then
+    derived) are its pixels, read row-major as ``planes x height x width`` (channel
+    ``(plane * height + row) * width + col``); a 4x4 thermal array is 16 channels, ``height: 4,
+    width: 4``; an RGB 8x8 camera 192 channels, three planes."""
+
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
     kernel_size: int = Field(default=3, ge=1)
+    height: int | None = Field(default=None, ge=1, description="pixel rows of a frame")
+    width: int | None = Field(default=None, ge=1, description="pixel columns of a frame")
 
 
 class ParallelConfig(_Strict):
@@ -122,3 +130,12 @@ class ModelConfig(_Strict):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"arch": "auto"} if v == "auto" else v
+
+    @model_validator(mode="after")
+    def _frame_size(self) -> ModelConfig:
+        if self.arch == "frame" and (self.frame.height is None or self.frame.width is None):
+            raise ValueError(
+                "model.arch frame needs model.frame.height and model.frame.width: each time "
+                "step's channels are read as frames of height x width pixels"
+            )
+        return self

@@ -1,4 +1,4 @@
-"""Frame CNN -> RNN for image sequences (video, thermal cameras, spectrogram frames)."""
+"""Frame CNN -> RNN for image sequences (video, thermal arrays, spectrogram frames)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,27 @@ from cnnlstm.models.serial import _numel
 
 
 class FrameCNNRNN(nn.Module):
-    """x (B, T, C, H, W) -> frames folded into the batch (B*T, C, H, W) -> 2-D conv stack ->
-    global average (B*T, F) -> (B, T, F) -> RNN over T (lengths = valid frames) -> head."""
+    """Windows x (B, C, L) whose C channels are the pixels of one frame per time step (C =
+    planes * height * width, `FrameConfig`) -> frames (B, L, planes, H, W) -> folded into the
+    batch (B*L, planes, H, W) -> 2-D conv stack -> global average (B*L, F) -> (B, L, F) -> RNN
+    over time (lengths = valid frames) -> head. A (B, T, planes, H, W) tensor is taken as it is.
+    Padded frames change nothing: each frame is convolved on its own, and the RNN and the
+    pooling read only the valid ones."""
 
     def __init__(self, cfg: ModelConfig, n_channels: int, out_shape: tuple[int, ...]):
         super().__init__()
         self.out_shape = out_shape
+        h, w = cfg.frame.height, cfg.frame.width
+        if h is None or w is None:
+            raise ValueError("model.arch frame needs model.frame.height and model.frame.width")
+        if n_channels % (h * w):
+            raise ValueError(
+                f"model.arch frame: {n_channels} input channels are not whole frames of "
+                f"model.frame.height x width = {h} x {w} pixels (a multiple of {h * w})"
+            )
+        self.frame_shape = (n_channels // (h * w), h, w)  # (planes, H, W)
         k = cfg.frame.kernel_size
-        chans = [n_channels, *cfg.frame.channels]
+        chans = [self.frame_shape[0], *cfg.frame.channels]
         layers: list[nn.Module] = []
         for i in range(len(chans) - 1):
             layers += [
@@ -32,9 +45,21 @@ class FrameCNNRNN(nn.Module):
         self.rnn = SeqEncoder(chans[-1], cfg.rnn, cfg.pooling)
         self.head = Head(self.rnn.out_dim, _numel(out_shape), cfg.head)
 
+    def clips(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) windows -> (B, L, planes, H, W) frames; 5-D input is checked and kept."""
+        if x.ndim == 3 and x.shape[1] == _numel(self.frame_shape):
+            B, _, L = x.shape
+            return x.transpose(1, 2).reshape(B, L, *self.frame_shape)
+        if x.ndim == 5 and tuple(x.shape[2:]) == self.frame_shape:
+            return x
+        p, h, w = self.frame_shape
+        raise ValueError(
+            f"arch=frame expects windows (B, {p * h * w}, L) or frames (B, T, {p}, {h}, {w}), "
+            f"got {tuple(x.shape)}"
+        )
+
     def _frames(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"arch=frame expects x of shape (B, T, C, H, W), got {tuple(x.shape)}")
+        x = self.clips(x)
         B, T = x.shape[:2]
         f = self.cnn(x.flatten(0, 1))  # (B*T, F, h, w)
         return F.adaptive_avg_pool2d(f, 1).flatten(1).view(B, T, -1)  # (B, T, F)
