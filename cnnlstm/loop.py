@@ -3,7 +3,9 @@ schedule, gradient clipping, bf16 autocast on CUDA, early stopping on a validati
 task's own kind with best-weights restore, an EMA of weights, a NaN/inf guard, and a checkpoint
 per epoch that resumes exactly (model, optimizer, scheduler, RNG states, epoch, early-stopping
 state; bitwise on CPU). What is learned and graded comes from the task (`cnnlstm.tasks`).
-Config: `cnnlstm.train_config.TrainConfig` (``train``)."""
+Data-parallel over several processes when `fit` is given a process group (`cnnlstm.ddp`):
+each rank trains on its slice of every global batch, rank 0 alone validates, tracks, prints
+and checkpoints. Config: `cnnlstm.train_config.TrainConfig` (``train``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlstm import ddp
 from cnnlstm.augment import augment
 from cnnlstm.checkpoint import load_state, save_state
 from cnnlstm.models import param_groups
@@ -190,10 +193,13 @@ class EarlyStopping:
 
 
 class _Run:
-    """What a training run carries between epochs, and its checkpoint (exact resume)."""
+    """What a training run carries between epochs, and its checkpoint (exact resume). Under
+    DDP (`dist`), `net` is the DistributedDataParallel wrapper the training steps go through;
+    `model` (what is saved, averaged and validated) is always the bare module."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, stop):
-        self.model, self.cfg, self.stop = model, cfg, stop
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, stop, dist=None):
+        self.model, self.cfg, self.stop, self.dist = model, cfg, stop, dist
+        self.net: torch.nn.Module = model
         self.opt = make_optimizer(model, cfg)
         self.ema = (
             torch.optim.swa_utils.AveragedModel(
@@ -207,6 +213,7 @@ class _Run:
         self.sched = make_scheduler(self.opt, cfg, total_steps)
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
+        self.resumed = False
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -214,6 +221,13 @@ class _Run:
         return self.ema.module if self.ema is not None else self.model
 
     def save(self, path, epoch: int, config_hash: str) -> None:
+        """Write the checkpoint; under DDP every rank calls this (their RNG states are
+        gathered: each rank's augmentation and dropout streams resume exactly) and rank 0
+        writes."""
+        rng = _rng_state()
+        per_rank = ddp.all_gather(rng) if self.dist is not None else None
+        if self.dist is not None and not self.dist.main:
+            return
         save_state(
             path,
             {
@@ -225,7 +239,8 @@ class _Run:
                 "scheduler": self.sched.state_dict(),
                 "history": self.history,
                 "best": self.stop.best,
-                "rng": _rng_state(),
+                "rng": rng,
+                **({"rng_ranks": per_rank} if per_rank is not None else {}),
                 "config_hash": config_hash,
             },
         )
@@ -244,8 +259,24 @@ class _Run:
         self.sched.load_state_dict(st["scheduler"])
         self.history = st["history"]
         self.stop.best, self.stop.stopped = st["best"], st["stopped"]
-        self.start_epoch = st["epoch"] + 1
-        _set_rng_state(st["rng"])  # last, after everything that might draw random numbers
+        self.start_epoch, self.resumed = st["epoch"] + 1, True
+        # last, after everything that might draw random numbers
+        ranks = st.get("rng_ranks")
+        world = self.dist.world if self.dist is not None else 1
+        if self.dist is not None and ranks and len(ranks) == world:
+            _set_rng_state(ranks[self.dist.rank])
+        else:
+            _set_rng_state(st["rng"])  # rank 0's (or the single process's) streams
+            if self.dist is not None or ranks:
+                log.warning(
+                    "%s was written by %d process(es), resumed by %d: random augmentation and "
+                    "dropout draw other numbers than the uninterrupted run would",
+                    path,
+                    len(ranks or [None]),
+                    world,
+                )
+            if self.dist is not None:
+                ddp.seed_rank(self.cfg.seed + self.start_epoch, self.dist)
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def finish(self) -> bool:
@@ -259,19 +290,27 @@ class _Run:
         return restored
 
 
-def train_epoch(run: _Run, train: Batches, loss_fn, epoch: int, amp_dtype, on_step) -> float:
+def train_epoch(
+    run: _Run, train: Batches, loss_fn, epoch: int, amp_dtype, on_step, shards=None
+) -> float:
     """One pass over the training batches (augment, forward, loss, backward, clip, step,
     schedule, EMA); returns the mean training loss. Raises TrainingDivergedError on a
-    non-finite loss or gradient norm."""
+    non-finite loss or gradient norm. Under DDP `shards` (`ddp.RankBatches`) gives this rank's
+    slice of each global batch, the backward pass averages the gradients over the ranks, and
+    the returned loss is the mean over all ranks' windows."""
     model, cfg, device = run.model, run.cfg, train.device
-    model.train()
-    train.set_epoch(epoch)
+    run.net.train()
+    if shards is None:
+        train.set_epoch(epoch)
+        steps = ((x, ln, y, None) for x, ln, y in train)
+    else:
+        steps = shards.epoch(epoch)
     tot = torch.zeros((), device=device)
     n_seen = 0
-    for step, (x, ln, y) in enumerate(train):
+    for step, (x, ln, y, weight) in enumerate(steps):
         x = augment(x, ln, cfg.augment, train.norm)
         with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext():
-            out = model(x, ln)
+            out = run.net(x, ln)
         loss = loss_fn(out, x, ln, y)
         if (device.type != "cuda" or step % 50 == 0) and not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -280,7 +319,8 @@ def train_epoch(run: _Run, train: Batches, loss_fn, epoch: int, amp_dtype, on_st
                 "train.grad_clip, or check the inputs for extreme values"
             )
         run.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP: this rank's share of the global batch (1.0 unless the last batch is uneven)
+        (loss if weight is None or weight == 1.0 else loss * weight).backward()
         if cfg.grad_clip:
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             if device.type != "cuda" and not torch.isfinite(gn):
@@ -292,9 +332,13 @@ def train_epoch(run: _Run, train: Batches, loss_fn, epoch: int, amp_dtype, on_st
         run.sched.step()
         if run.ema is not None:
             run.ema.update_parameters(model)
-        tot += loss.detach() * len(y)
-        n_seen += len(y)
+        n = len(y) if weight is None or weight > 0 else 0  # weight 0: a stand-in window
+        tot += loss.detach() * n
+        n_seen += n
         on_step(step, loss)
+    if shards is not None:  # the mean over every rank's windows
+        both = ddp.sum_(torch.stack([tot.float(), torch.tensor(float(n_seen), device=device)]))
+        tot, n_seen = both[0], int(both[1].item())
     train_loss = float(tot) / max(n_seen, 1)
     if not math.isfinite(train_loss) or not all(
         torch.isfinite(p).all() for p in model.parameters()
@@ -316,12 +360,16 @@ def fit(
     tracker: Tracker | None = None,
     config_hash: str = "",
     interrupt_after_epoch: int | None = None,
+    dist: ddp.Dist | None = None,
 ) -> FitResult:
     """Train `model` in place; returns the history and which epoch's weights were kept.
 
     Per epoch: train, validate (the task's figures), early-stopping bookkeeping, log, print,
     checkpoint. interrupt_after_epoch: raise KeyboardInterrupt after that epoch's checkpoint
-    (tests).
+    (tests). dist: this rank of a DDP process group (`cnnlstm.ddp`; every rank calls `fit`
+    with the same data and config): the ranks train on their slices of each global batch of
+    ``train.batch_size``; rank 0 alone validates, decides early stopping (broadcast to the
+    others), logs, prints and writes the checkpoint; every rank resumes from it.
     """
     tracker = tracker or Tracker()
     amp_dtype = torch.bfloat16 if train.device.type == "cuda" and cfg.amp != "off" else None
@@ -334,11 +382,28 @@ def fit(
         monitor, task.monitor_greater_is_better(monitor), cfg.patience, cfg.monitor == "auto"
     )
     steps = train.n_batches()
-    run = _Run(model, cfg, cfg.epochs * steps, stop)
+    run = _Run(model, cfg, cfg.epochs * steps, stop, dist)
     if resume and ckpt_path and Path(ckpt_path).is_file():
         run.load(ckpt_path, config_hash)
+    main = dist is None or dist.main
+    shards = None
+    if dist is not None:
+        if cfg.batch_size % dist.world:
+            raise ValueError(
+                f"train.batch_size={cfg.batch_size} does not split evenly over {dist.world} ranks"
+            )
+        starts = ddp.all_gather(run.start_epoch)
+        if len(set(starts)) > 1:
+            raise ValueError(
+                f"the ranks would start at epochs {starts}: the checkpoint {ckpt_path} is not "
+                "the same file for every rank (put --out on storage that all nodes share)"
+            )
+        if not run.resumed:
+            ddp.seed_rank(cfg.seed, dist)
+        run.net = ddp.wrap(model, dist, train.device)
+        shards = ddp.RankBatches(train, dist)
 
-    progress = _progress(cfg.progress)
+    progress = _progress(cfg.progress and main)
     with progress:
         bar = progress.add_task("train", total=(cfg.epochs - run.start_epoch) * steps)
         for epoch in range(run.start_epoch, cfg.epochs):
@@ -349,16 +414,20 @@ def fit(
                 text = f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.4f}"
                 progress.update(bar, advance=1, description=text if step % 10 == 0 else None)
 
-            train_loss = train_epoch(run, train, loss_fn, epoch, amp_dtype, on_step)
+            train_loss = train_epoch(run, train, loss_fn, epoch, amp_dtype, on_step, shards)
             row = {"epoch": epoch, "train_loss": train_loss, "lr": run.opt.param_groups[0]["lr"]}
-            if has_val:
-                row |= val_metrics(run.evaluated, val, task, loss_fn, amp_dtype)
-            stop.update(row, epoch, run.evaluated)
+            if main:  # under DDP: rank 0 validates and decides; the others wait for its word
+                if has_val:
+                    row |= val_metrics(run.evaluated, val, task, loss_fn, amp_dtype)
+                stop.update(row, epoch, run.evaluated)
+            if dist is not None:
+                stop.stopped = ddp.broadcast(stop.stopped)
             run.history.append(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            # "*" marks the best epoch so far only where its weights will be restored
-            mark = stop.best["epoch"] if cfg.restore_best else -1
-            progress.console.print(_fmt_row(row, stop.monitor, mark))
+            if main:
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                # "*" marks the best epoch so far only where its weights will be restored
+                mark = stop.best["epoch"] if cfg.restore_best else -1
+                progress.console.print(_fmt_row(row, stop.monitor, mark))
             last = epoch == cfg.epochs - 1 or stop.stopped
             if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 run.save(ckpt_path, epoch, config_hash)
