@@ -38,6 +38,7 @@ CV_OVERRIDES = [  # fixed-epoch runs with final weights, no selection inside a f
     "train.plots=false",
     "train.progress=false",
     "train.num_threads=1",
+    "train.baseline=off",  # the MiniRocket baseline is not a variant: not fitted per fold
 ]
 
 

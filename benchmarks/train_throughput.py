@@ -2,7 +2,7 @@
 in the same run, same data, same batch size; LSTM and GRU.
 
     .venv/bin/python benchmarks/train_throughput.py [--batch-sizes 256 1024] [--cells lstm gru]
-        [--steps N] [--warmup N] [--n-windows 65536] [--amp] [--device auto|cpu|cuda]
+        [--steps N] [--warmup N] [--repeats 5] [--n-windows 65536] [--amp] [--device auto|cpu|cuda]
 
 Reference config (issue 6): 9 channels x 128 steps, 6 classes, synthetic random data.
 
@@ -31,6 +31,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -50,10 +51,12 @@ S = 4  # naive pipeline: sub-sequences per window (32 steps each)
 class NaiveCNNRNN(nn.Module):
     """The tutorial model: a TimeDistributed CNN as a Python loop over sub-sequences."""
 
-    def __init__(self, cell: str, filters: int = 64, k: int = 5, hidden: int = 128):
+    def __init__(
+        self, cell: str, filters: int = 64, k: int = 5, hidden: int = 128, channels=C, classes=K
+    ):
         super().__init__()
         self.cnn = nn.Sequential(
-            nn.Conv1d(C, filters, k, padding=k // 2),
+            nn.Conv1d(channels, filters, k, padding=k // 2),
             nn.ReLU(),
             nn.MaxPool1d(2),
             nn.Conv1d(filters, filters, k, padding=k // 2),
@@ -64,7 +67,7 @@ class NaiveCNNRNN(nn.Module):
         )
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
         self.rnn = rnn(filters * (T // S // 4), hidden, num_layers=2, batch_first=True)
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(hidden, K))
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(hidden, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, C, T)
         sub = x.shape[-1] // S
@@ -212,6 +215,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (CPU 3, CUDA 30)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (CPU 1, CUDA 10)")
     ap.add_argument("--n-windows", type=int, default=65_536)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats per cell")
     ap.add_argument("--workers", type=int, default=4, help="naive DataLoader workers")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (both pipelines)")
@@ -245,35 +249,49 @@ def main() -> None:
     print(
         f"# {C} ch x {T} steps, {K} classes, {args.n_windows:,} synthetic windows | "
         f"{'bf16 autocast' if args.amp else 'fp32'} | {warmup} warm-up + {steps} timed steps "
-        f"| naive DataLoader workers {args.workers}"
+        f"| naive DataLoader workers {args.workers} | {args.repeats} interleaved repeats, "
+        f"median (min-max) | load {os.getloadavg()[0]:.2f}"
     )
     archs = args.archs if "default" in args.pipelines else []
-    head = f"{'cell':<5} {'batch':>6} {'naive w/s':>12}"
+    head = f"{'cell':<5} {'batch':>6} {'naive w/s':>24}"
     for arch in archs:
-        head += f" {arch + ' w/s':>12} {'ratio':>7}"
+        head += f" {arch + ' w/s':>24} {'ratio':>7}"
     print(head)
     best: dict[tuple[str, str], tuple[float, int]] = {}
     for cell in args.cells:
         for bs in sizes:
-            naive = None
-            if "naive" in args.pipelines:
-                naive = bench_naive(
-                    x_np, y_np, cell, bs, steps, warmup, device, args.amp, args.workers
-                )
-            line = f"{cell:<5} {bs:>6} {_fmt(naive):>12}"
+            # interleaved repeats: naive, each arch, then again, so drift hits all alike
+            got: dict[str, list[float]] = {"naive": [], **{a: [] for a in archs}}
+            for _ in range(args.repeats):
+                if "naive" in args.pipelines:
+                    got["naive"].append(
+                        bench_naive(
+                            x_np, y_np, cell, bs, steps, warmup, device, args.amp, args.workers
+                        )
+                    )
+                for arch in archs:
+                    got[arch].append(
+                        bench_default(x_dev, y_dev, cell, bs, steps, warmup, device, args.amp, arch)
+                    )
+            naive = statistics.median(got["naive"]) if got["naive"] else None
+            line = f"{cell:<5} {bs:>6} {_fmt(got['naive']):>24}"
             for arch in archs:
-                wps = bench_default(x_dev, y_dev, cell, bs, steps, warmup, device, args.amp, arch)
+                wps = statistics.median(got[arch])
                 if wps > best.get((cell, arch), (0.0, 0))[0]:
                     best[(cell, arch)] = (wps, bs)
                 ratio = f"{wps / naive:6.2f}x" if naive else "      -"
-                line += f" {_fmt(wps):>12} {ratio:>7}"
+                line += f" {_fmt(got[arch]):>24} {ratio:>7}"
             print(line, flush=True)
     for (cell, arch), (wps, bs) in best.items():
-        print(f"best default {arch} {cell}: {wps:,.0f} windows/s at batch {bs}")
+        print(f"best default {arch} {cell}: {wps:,.0f} windows/s (median) at batch {bs}")
+    print(f"# load average at the end {os.getloadavg()[0]:.2f}")
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
+def _fmt(vals: list[float]) -> str:
+    """median (min-max) windows/s."""
+    if not vals:
+        return "-"
+    return f"{statistics.median(vals):,.0f} ({min(vals):,.0f}-{max(vals):,.0f})"
 
 
 if __name__ == "__main__":
