@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class AugmentConfig(BaseModel):
@@ -91,6 +91,12 @@ class TrainConfig(BaseModel):
         "figures beside the model's (baseline/... in MLflow, metrics.json 'baseline'); compete "
         "also keeps whichever of the two is better on validation as the run's model",
     )
+
+    @field_validator("baseline", "amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        """YAML reads a bare `off` as false: take it as the word the user wrote."""
+        return "off" if v is False else v
 
     seed: int = 0
     deterministic: bool = True

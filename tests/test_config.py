@@ -171,3 +171,15 @@ def test_environment_overrides_apply_before_cli_overrides(tmp_path, monkeypatch)
     assert cfg.lake.uri == "s3://bucket/lake" and cfg.lake.max_file_bytes == 1000
     cfg = load_config(src, ["lake.uri=/tmp/elsewhere"])
     assert cfg.lake.uri == "/tmp/elsewhere"
+
+
+def test_a_bare_yaml_off_means_off(tmp_path):
+    # YAML 1.1 reads `off` as false; `baseline: off` and `--set train.amp=off` mean the word
+    text = yaml.safe_dump(base_config_dict(tmp_path)) + "train:\n  baseline: off\n"
+    assert yaml.safe_load(text)["train"]["baseline"] is False  # what YAML makes of it
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(text)
+    cfg = load_config(cfg_file, ["train.amp=off"])
+    assert cfg.train.baseline == "off" and cfg.train.amp == "off"
+    with pytest.raises(ConfigError, match="baseline"):
+        load_config(cfg_file, ["train.baseline=on"])  # true is not a setting
