@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config fil
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a config value: section.key=value")
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON report on stdout")]
 
 
 def _load(config: Path, overrides: list[str] | None):
@@ -40,11 +42,32 @@ def _load(config: Path, overrides: list[str] | None):
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+def _main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="log progress (INFO), Prefect's flow and task run lines too"
+        ),
+    ] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log records on stderr: warnings and errors, or everything from INFO with -v. The level
+    is set on the handler too: Prefect's loggers (flow and task run states, "Finished in state
+    Completed()") log INFO whatever the root level, and reach the Prefect API (the UI) through
+    their own handler either way. MLflow's own INFO lines and download progress bars are off
+    unless -v (the commands show their own progress)."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for h in logging.getLogger().handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(level)
+    logging.getLogger("mlflow").setLevel(level)  # if imported already; else by its variable:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
+    if not verbose:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @app.command()
@@ -53,7 +76,7 @@ def ingest(
         list[str], typer.Argument(help="files, folders or globs (CSV, CSV.gz, Parquet)")
     ],
     config: ConfigOpt,
-    json_out: Annotated[bool, typer.Option("--json", help="print a JSON report on stdout")] = False,
+    json_out: JsonOpt = False,
     reprocess: Annotated[
         bool,
         typer.Option(
@@ -126,21 +149,36 @@ def _ingest_status(report, complete: bool = True) -> int:
 
 
 def _print_ingest(report, dry_run: bool = False) -> None:
-    title = f"ingest -> {report.lake}" + (" (dry run: nothing written)" if dry_run else "")
-    t = Table(title=title, show_lines=False)
+    """The files that were read (committed, rejected, ...) as a table; files already in the lake
+    in one line. A run that added nothing prints one line."""
+    from rich import box
+
+    tot = report.totals()
+    done = " (dry run: nothing written)" if dry_run else ""
+    shown = [f for f in report.files if f.outcome != "skipped"]
+    if not shown:
+        n = tot["skipped"]
+        out.print(
+            f"Nothing new{done}: {n:,} file{'s' if n != 1 else ''} already in the lake "
+            f"(skipped, same content), 0 rows added -> {report.lake}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return
+    t = Table(title=f"ingest -> {report.lake}{done}", box=box.SIMPLE_HEAD, title_justify="left")
     for c, j in (
         ("file", "left"),
         ("outcome", "left"),
         ("read", "right"),
         ("accepted", "right"),
-        ("quarantined", "right"),
-        ("duplicates", "right"),
-        ("reason", "left"),
+        ("quarant.", "right"),
+        ("dupl.", "right"),
     ):
-        t.add_column(c, justify=j, overflow="fold")
+        t.add_column(c, justify=j, overflow="fold", no_wrap=j == "right")
+    t.add_column("reason / notes", overflow="fold", ratio=1)
     style = {"committed": "green", "skipped": "dim", "rejected": "red", "failed": "bold magenta"}
     style["retry"] = "yellow"  # the file changed while it was read: not committed
-    for f in report.files:
+    for f in shown:
         t.add_row(
             f.name,
             f"[{style[f.outcome]}]{f.outcome}",
@@ -150,11 +188,10 @@ def _print_ingest(report, dry_run: bool = False) -> None:
             f"{f.duplicates:,}",
             f.reason or "; ".join(f.notes),
         )
-    tot = report.totals()
     t.add_section()
     t.add_row(
         "total",
-        f"{tot['committed']} committed, {tot['skipped']} skipped, {tot['rejected']} rejected",
+        "",
         f"{tot['rows_read']:,}",
         f"{tot['accepted']:,}",
         f"{tot['quarantined']:,}",
@@ -162,8 +199,12 @@ def _print_ingest(report, dry_run: bool = False) -> None:
         "",
     )
     out.print(t)
-    if tot["rows_read"] == 0 and tot["skipped"] and not tot["rejected"]:
-        out.print("Nothing new: every file was already in the lake (0 rows added).")
+    more = " (already in the lake, same content)" if tot["skipped"] else ""
+    out.print(
+        f"files: {tot['committed']} committed, {tot['skipped']} skipped{more}, "
+        f"{tot['rejected']} rejected",
+        soft_wrap=True,
+    )
     if not report.clean:
         out.print(
             "[yellow]Some rows were quarantined or files rejected:[/yellow] see the reasons "
@@ -179,6 +220,7 @@ def init_cmd(
     ),
     name: Annotated[str | None, typer.Option(help="data.name (default: the folder's)")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite the output file")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Draft a commented config from a sample of LANDING's files: dialect, path columns,
     timestamp, channels, label, entity, metadata. Undecided keys are marked TODO."""
@@ -189,6 +231,9 @@ def init_cmd(
     except (InitError, ConfigError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
+    if json_out:
+        print(json.dumps({"output": str(output), "notes": d.notes, "todos": d.todos}, indent=1))
+        return
     out.print(f"wrote {output}: {d.notes[0]}")
     for t in d.todos:
         out.print(f"[yellow]TODO[/yellow] {t}")
@@ -200,12 +245,28 @@ app.add_typer(lake_app, name="lake")
 
 
 @lake_app.command("summary")
-def lake_summary_cmd(config: ConfigOpt, override: SetOpt = None) -> None:
-    """Sources, rows, entities and quarantined rows in the lake."""
+def lake_summary_cmd(config: ConfigOpt, json_out: JsonOpt = False, override: SetOpt = None) -> None:
+    """Sources, rows, entities and quarantined rows in the lake (a table; --json: JSON)."""
     from cnnlstm.lake import lake_summary
 
     cfg = _load(config, override)
-    print(json.dumps(lake_summary(cfg.lake_uri), indent=1))
+    s = lake_summary(cfg.lake_uri)
+    if json_out:
+        print(json.dumps(s, indent=1))
+        return
+    t = Table(title=f"lake {s['lake']}", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for key, label in (
+        ("sources", "source files in the ledger"),
+        ("data_files", "data files"),
+        ("rows", "rows"),
+        ("entities", "entities"),
+        ("quarantined", "rows quarantined"),
+        ("rejected_sources", "files rejected"),
+    ):
+        t.add_row(label, f"{s[key]:,}")
+    out.print(t)
 
 
 @lake_app.command("quarantine")
@@ -220,6 +281,7 @@ def lake_quarantine_cmd(
             "(their rows are replaced; files no longer on disk are listed)",
         ),
     ] = False,
+    json_out: JsonOpt = False,
     override: SetOpt = None,
 ) -> None:
     """Quarantined rows with their reason, source file and row number."""
@@ -229,9 +291,14 @@ def lake_quarantine_cmd(
 
     cfg = _load(config, override)
     if replay:
-        _replay(cfg)
+        _replay(cfg, json_out)
         return
     lf = scan_quarantine(cfg.lake_uri)
+    if json_out:
+        cols = ("source_file", "source_row", "reason", "raw")
+        rows = [] if lf is None else lf.select(cols).head(limit).collect().to_dicts()
+        print(json.dumps({"lake": cfg.lake_uri, "rows": rows}, indent=1, default=str))
+        return
     if lf is None:
         out.print("No quarantined rows.")
         return
@@ -239,19 +306,26 @@ def lake_quarantine_cmd(
         out.print(lf.select("source_file", "source_row", "reason", "raw").head(limit).collect())
 
 
-def _replay(cfg) -> None:
+def _replay(cfg, json_out: bool = False) -> None:
     from cnnlstm.lake import Lake, source_exists
 
     recs = [r for r in Lake(cfg.lake_uri).records() if r.get("quarantined")]
     sources = sorted({r["source"] for r in recs})
     here = [s for s in sources if source_exists(s)]
-    for s in sorted(set(sources) - set(here)):
+    gone = sorted(set(sources) - set(here))
+    for s in gone:
         err.print(f"[yellow]not on disk any more, not replayed:[/yellow] {s}")
     if not here:
-        out.print("No quarantined rows to replay.")
+        if json_out:
+            print(json.dumps({"replayed": None, "not_on_disk": gone}, indent=1))
+        else:
+            out.print("No quarantined rows to replay.")
         raise typer.Exit(0 if not sources else 1)
     report = _run_ingest(cfg, here, reprocess=True)
-    _print_ingest(report)
+    if json_out:
+        print(json.dumps({"replayed": report.to_dict(), "not_on_disk": gone}, indent=1))
+    else:
+        _print_ingest(report)
     raise typer.Exit(_ingest_status(report, complete=len(here) == len(sources)))
 
 

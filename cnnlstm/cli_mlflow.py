@@ -89,20 +89,34 @@ def models(
     if json_out:
         _print_json({"name": _name(cfg, name), "tracking_uri": uri, "versions": rows})
         return
-    t = Table(title=f"{_name(cfg, name)} ({uri})")
-    for c in ("version", "aliases", "metric", "value", "run", "weights sha256", "decision"):
-        t.add_column(c, overflow="fold")
+    from rich import box
+    from rich.text import Text
+
+    t = Table(title=f"{_name(cfg, name)} ({uri})", box=box.SIMPLE_HEAD, title_justify="left")
+    for c in ("version", "aliases", "metric (val)", "run", "weights"):
+        t.add_column(c, no_wrap=True)
     for r in rows:
+        value = r["value"] or ""
+        with contextlib.suppress(ValueError):
+            value = f"{float(value):.4g}" if value else ""
         t.add_row(
             r["version"],
             ", ".join(r["aliases"]),
-            r["metric"] or "",
-            r["value"] or "",
-            (r["run_id"] or "")[:12],
-            (r["weights_sha256"] or "")[:12] or "(not pinned)",
-            r["decision"] or "",
+            f"{r['metric'] or ''} {value}".strip(),
+            (r["run_id"] or "")[:8],
+            (r["weights_sha256"] or "")[:8] or "unpinned",
         )
-    Console().print(t)
+    console = Console()
+    console.print(t)
+    # the decisions are sentences: below the table, one paragraph per version, wrapped at words
+    decisions = Table.grid(padding=(0, 2))
+    decisions.add_column(no_wrap=True, style="bold")
+    decisions.add_column(ratio=1)
+    for r in rows:
+        if r["decision"]:
+            decisions.add_row(f"v{r['version']}", Text(r["decision"]))
+    if decisions.row_count:
+        console.print(decisions)
 
 
 def promote(
@@ -110,20 +124,28 @@ def promote(
     version: Annotated[str, typer.Argument(help="model version to point the alias at")],
     alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "champion",
     name: NameOpt = None,
+    json_out: JsonOpt = False,
     override: SetOpt = None,
 ) -> None:
-    """Move an alias (default: champion) to a model version by hand."""
+    """Move an alias (default: champion) to a model version by hand; the decision tags of the
+    versions concerned and of their training runs follow."""
     from cnnlstm.mlflow_tracker import use_tracking
-    from cnnlstm.registry import promote as do_promote
+    from cnnlstm.registry import promote_record
 
     cfg = _cfg(config, override)
     try:
         uri = use_tracking(cfg)
-        before = do_promote(_name(cfg, name), version, alias, uri)
+        rec = promote_record(_name(cfg, name), version, alias, uri)
     except _user_errors() as e:
         _fail(str(e))
+    if json_out:
+        _print_json(rec)
+        return
+    before = rec["before"]
+    note = "" if rec["changed"] else " (already)"
     Console().print(
-        f"{_name(cfg, name)}@{alias}: {'v' + before if before else '(none)'} -> v{version}"
+        f"{rec['name']}@{alias}: {'v' + before if before else '(none)'} -> v{version}{note}",
+        highlight=False,
     )
 
 
@@ -202,15 +224,22 @@ def score(
         except _user_errors() as e:
             progress.stop()
             _fail(str(e))
+    from cnnlstm.pipeline import scored_entities
+
+    # files_scored counts lake files read (a file the where= filter leaves out is read and
+    # marked scored, with no prediction); entities_scored: those that got predictions
+    ents = scored_entities(rep.to_dict())
     if json_out:
-        _print_json(rep.to_dict())
+        _print_json(rep.to_dict() | {"entities_scored": ents})
         return
     graded = ", ".join(f"{k} {v:.4f}" for k, v in rep.metrics.items() if isinstance(v, float))
-    acc = f"; {graded} on {rep.labelled_rows} labelled windows" if graded else ""
+    acc = f"; {graded} on {rep.labelled_rows:,} labelled windows" if graded else ""
     Console().print(
-        f"scored with {rep.model_name} v{rep.model_version}: {rep.files_scored} new lake files "
-        f"({rep.files_already_scored} already scored), {rep.rows_written} predictions -> "
-        f"{rep.output}{acc}"
+        f"scored with {rep.model_name} v{rep.model_version}: {rep.rows_written:,} predictions "
+        f"for {ents:,} {'entity' if ents == 1 else 'entities'} ({rep.files_scored:,} new lake "
+        f"files read, {rep.files_already_scored:,} already scored) -> {rep.output}{acc}",
+        soft_wrap=True,
+        highlight=False,
     )
     from cnnlstm.drift import summary_line
 
@@ -289,6 +318,7 @@ def fetch_model(
         str | None,
         typer.Option("--model", "-m", help="model URI (default: models:/<registered>@champion)"),
     ] = None,
+    json_out: JsonOpt = False,
     override: SetOpt = None,
 ) -> None:
     """Download a model and check its files against the hashes pinned in the registry (or the
@@ -315,6 +345,17 @@ def fetch_model(
         if out.exists():
             out.rmdir()
         os.replace(model_dir, out)
+    if json_out:
+        _print_json(
+            {
+                "model_uri": resolved.uri,
+                "requested_uri": resolved.requested,
+                "path": str(out),
+                "verified_against": rec.anchor,
+                "weights_sha256": rec.weights_sha256,
+            }
+        )
+        return
     Console().print(
         f"{resolved.uri} -> {out}: every file matches {rec.anchor} (weights sha256 "
         f"{rec.weights_sha256})"

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from cnnlstm.artifact import ModelArtifact
 
@@ -80,7 +83,12 @@ class CnnLstmModel:
         return cls(model, meta, dev)
 
     # ---- MLflow entry point ------------------------------------------------------------------
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self,
+        context: Any,
+        model_input: pd.DataFrame | pl.DataFrame | dict[str, list[Any]],
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
         import pandas as pd
 
         params = params or {}

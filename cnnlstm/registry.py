@@ -13,6 +13,13 @@ compared; without a re-evaluation there is no promotion. A run without validatio
 as challenger (promote by hand: ``cnnlstm promote``). The decision is written as tags on the
 model version and on the training run (``cnnlstm.decision``, ``cnnlstm.compared_on``, ...).
 Stages are deprecated in MLflow 3: only aliases are used.
+
+One function moves aliases (`move_aliases`, used by `register` and `promote`): it also rewrites
+the decision of every version that gains or loses an alias (``cnnlstm.decision``; what was
+decided at registration stays in ``cnnlstm.registration_decision``) and the ``registry.aliases``
+/ ``registry.decision`` tags of the versions' training runs, so that tags never contradict the
+registry's aliases. Weights already registered (same ``cnnlstm.weights_sha256`` as a version of
+the model) are not registered again: the record names that version instead.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+DECISION_TAG = "cnnlstm.decision"  # the latest decision about this version's aliases
+REGISTRATION_DECISION_TAG = "cnnlstm.registration_decision"  # what registration decided
 
 
 class RegistryError(ValueError):
@@ -143,6 +152,123 @@ def decide(
     return False, why, champ_value, on
 
 
+def _versions(client, name: str) -> list[Any]:
+    """Every version of `name` (all pages; [] when the model is not registered)."""
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(f"name='{name}'", page_token=token)
+        out += list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return out
+
+
+def _aliases(client, name: str) -> dict[str, str]:
+    """alias -> version of a registered model ({} when it is not registered)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException as e:
+        if _not_found(e):
+            return {}
+        raise
+    return {a: str(v) for a, v in (rm.aliases or {}).items()}
+
+
+def same_weights(name: str, weights_sha256: str, uri: str | None = None, client=None):
+    """The oldest version of `name` whose pinned weights hash is `weights_sha256`, or None."""
+    from cnnlstm.model_trust import WEIGHTS_TAG
+
+    client = client or _client(uri)
+    same = [
+        mv for mv in _versions(client, name) if (mv.tags or {}).get(WEIGHTS_TAG) == weights_sha256
+    ]
+    return min(same, key=lambda mv: int(mv.version)) if same else None
+
+
+def _create_version(client, name: str, model_uri: str, run_id: str | None, tags: dict[str, str]):
+    """`mlflow.register_model` without its prints on stderr: the registered model (if new),
+    then the version (a ``models:/<model_id>`` URI keeps its logged model's id)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    rest = model_uri[len("models:/") :] if model_uri.startswith("models:/") else ""
+    model_id = rest if rest and "/" not in rest and "@" not in rest else None
+    return client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+
+
+def move_aliases(
+    name: str,
+    moves: dict[str, str],
+    why: str,
+    cause: str,
+    uri: str | None = None,
+    client=None,
+) -> dict[str, str | None]:
+    """Point each alias of `moves` (alias -> version) at its version - the one place aliases
+    move - and keep the tags in line with them: the version that gains an alias gets ``why`` as
+    its decision; a version that loses one gets "<alias> moved to v<N> (<cause>)" followed by
+    its registration decision; every version's training run gets ``registry.aliases`` (its
+    aliases now) and ``registry.decision`` (its version's decision). Returns the version each
+    alias pointed at before (None: nowhere)."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or _client(uri)
+    before = _aliases(client, name)
+    for alias, version in moves.items():
+        client.set_registered_model_alias(name, alias, str(version))
+    after = before | {a: str(v) for a, v in moves.items()}
+    versions = {str(mv.version): mv for mv in _versions(client, name)}
+    decisions: dict[str, str] = {str(v): why for v in moves.values()}
+    lost: dict[str, list[str]] = {}
+    for alias, old in before.items():
+        if old != after.get(alias) and old not in decisions:
+            lost.setdefault(old, []).append(alias)
+    for old, aliases in lost.items():
+        mv = versions.get(old)
+        if mv is None:
+            continue
+        tags = mv.tags or {}
+        at_reg = tags.get(REGISTRATION_DECISION_TAG) or tags.get(DECISION_TAG) or ""
+        moved = "; ".join(f"{a} moved to v{after[a]}" for a in sorted(aliases))
+        decisions[old] = f"{moved} ({cause})" + (f"; at registration: {at_reg}" if at_reg else "")
+    for version, text in decisions.items():
+        mv = versions.get(version)
+        if mv is None:
+            continue
+        tags = mv.tags or {}
+        if REGISTRATION_DECISION_TAG not in tags and tags.get(DECISION_TAG):
+            client.set_model_version_tag(
+                name, version, REGISTRATION_DECISION_TAG, tags[DECISION_TAG]
+            )
+        client.set_model_version_tag(name, version, DECISION_TAG, text)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in after.items():
+        by_version.setdefault(version, []).append(alias)
+    for version, mv in versions.items():  # the runs say what the registry says
+        if not mv.run_id:
+            continue
+        want = {"registry.aliases": ",".join(sorted(by_version.get(version, [])))}
+        decision = decisions.get(version, (mv.tags or {}).get(DECISION_TAG))
+        if decision is not None:
+            want["registry.decision"] = decision
+        try:
+            have = client.get_run(mv.run_id).data.tags
+        except MlflowException:  # a deleted run: nothing to keep in line
+            continue
+        if have.get("registry.version") not in (None, version):
+            continue  # the run names another version (weights registered before)
+        for k, v in want.items():
+            if have.get(k) != v:
+                client.set_tag(mv.run_id, k, v)
+    return {a: before.get(a) for a in moves}
+
+
 def register(
     name: str,
     model_uri: str,
@@ -156,14 +282,17 @@ def register(
     docstring). The version is created with the sha256 of its files as tags
     (`cnnlstm.model_trust.pins_for_registration`: hashed from the artifact store now, checked
     against the hashes pinned when the model was logged); every cnnlstm load checks the files
-    against these tags. Returns the registration record."""
-    import mlflow
-
+    against these tags. Weights that a version of `name` already has are not registered again:
+    the record (``registered: False``) names that version and no alias moves. Returns the
+    registration record."""
     from cnnlstm.model_trust import WEIGHTS_TAG, pins_for_registration
 
     client = _client(uri)
     pins = pins_for_registration(model_uri, run_id, client, uri)
-    mv = mlflow.register_model(model_uri, name, tags={"cnnlstm.run_id": run_id or ""} | pins)
+    existing = same_weights(name, pins[WEIGHTS_TAG], client=client)
+    if existing is not None:
+        return _already_registered(client, name, existing, run_id, pins[WEIGHTS_TAG], evaluation)
+    mv = _create_version(client, name, model_uri, run_id, {"cnnlstm.run_id": run_id or ""} | pins)
     version = str(mv.version)
     ev = evaluation
     evaluated = {
@@ -175,18 +304,13 @@ def register(
     }
     for k, v in evaluated.items():
         client.set_model_version_tag(name, version, k, v)
-    client.set_registered_model_alias(name, CHALLENGER, version)
     champ = alias_version(name, CHAMPION, uri)
-    if champ is not None and str(champ.version) == version:
-        champ = None
     promote, why, champ_value, on = decide(ev, champ, reevaluate)
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
     record = {
         "cnnlstm.compared_to": "none" if champ is None else str(champ.version),
         "cnnlstm.champion_value": "" if champ_value is None else repr(float(champ_value)),
         "cnnlstm.compared_on": on,
-        "cnnlstm.decision": why,
+        REGISTRATION_DECISION_TAG: why,
     }
     for k, v in record.items():
         client.set_model_version_tag(name, version, k, v)
@@ -195,20 +319,58 @@ def register(
             "registry.model": name,
             "registry.version": version,
             "registry.weights_sha256": pins[WEIGHTS_TAG],
-            "registry.aliases": ",".join([CHALLENGER] + ([CHAMPION] if promote else [])),
-        } | {k.replace("cnnlstm.", "registry."): v for k, v in (evaluated | record).items()}
+        } | {
+            k.replace("cnnlstm.", "registry."): v
+            for k, v in (evaluated | record).items()
+            if k != REGISTRATION_DECISION_TAG
+        }
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
+    moves = {CHALLENGER: version} | ({CHAMPION: version} if promote else {})
+    cause = f"v{version} registered" + (" and promoted" if promote else "")
+    move_aliases(name, moves, why, cause, client=client)
     return {
         "name": name,
         "version": version,
+        "registered": True,
         "champion": promote,
+        "aliases": sorted(moves),
         "decision": why,
         "metric": None if ev is None else ev.metric,
         "value": None if ev is None else ev.value,
         "champion_value": champ_value,
         "compared_on": on,
         "weights_sha256": pins[WEIGHTS_TAG],
+    }
+
+
+def _already_registered(client, name, mv, run_id, sha, ev) -> dict[str, Any]:
+    version = str(mv.version)
+    aliases = sorted(a for a, v in _aliases(client, name).items() if v == version)
+    why = (
+        f"not registered again: these weights (sha256 {sha[:12]}) are v{version}'s; no alias moved"
+    )
+    if run_id:
+        for k, v in {
+            "registry.model": name,
+            "registry.version": version,
+            "registry.weights_sha256": sha,
+            "registry.registered": "false",
+            "registry.decision": why,
+        }.items():
+            client.set_tag(run_id, k, v)
+    return {
+        "name": name,
+        "version": version,
+        "registered": False,
+        "champion": CHAMPION in aliases,
+        "aliases": aliases,
+        "decision": why,
+        "metric": None if ev is None else ev.metric,
+        "value": None if ev is None else ev.value,
+        "champion_value": None,
+        "compared_on": "none",
+        "weights_sha256": sha,
     }
 
 
@@ -227,7 +389,7 @@ def list_versions(name: str, uri: str | None = None) -> list[dict[str, Any]]:
     for alias, v in (rm.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)
     rows = []
-    for mv in client.search_model_versions(f"name='{name}'"):
+    for mv in _versions(client, name):
         tags = mv.tags or {}
         rows.append(
             {
@@ -238,7 +400,9 @@ def list_versions(name: str, uri: str | None = None) -> list[dict[str, Any]]:
                 "created": mv.creation_timestamp,
                 "metric": tags.get("cnnlstm.metric"),
                 "value": tags.get("cnnlstm.metric_value"),
-                "decision": tags.get("cnnlstm.decision"),
+                "decision": tags.get(DECISION_TAG),
+                "registration_decision": tags.get(REGISTRATION_DECISION_TAG)
+                or tags.get(DECISION_TAG),
                 "weights_sha256": tags.get("cnnlstm.weights_sha256"),  # None: not pinned
                 "source": mv.source,
             }
@@ -252,20 +416,51 @@ def describe_version(name: str, version: str, description: str, uri: str | None 
 
 
 def promote(name: str, version: str, alias: str = CHAMPION, uri: str | None = None) -> str | None:
-    """Point `alias` at `version` by hand; returns the version it pointed at before."""
+    """Point `alias` at `version` by hand; returns the version it pointed at before. The
+    decision tags of both versions and the tags of their runs follow (`move_aliases`)."""
+    return promote_record(name, version, alias, uri)["before"]
+
+
+def promote_record(
+    name: str, version: str, alias: str = CHAMPION, uri: str | None = None
+) -> dict[str, Any]:
+    """`promote`, returning what changed: name, alias, version, before (the version the alias
+    pointed at, or None), decision (the promoted version's decision tag now)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(uri)
+    version = str(version)
     try:
-        client.get_model_version(name, str(version))
+        mv = client.get_model_version(name, version)
     except MlflowException as e:
         if _not_found(e):
             raise RegistryError(f"model {name!r} has no version {version}") from None
         raise
-    before = alias_version(name, alias, uri)
-    client.set_registered_model_alias(name, alias, str(version))
-    client.set_model_version_tag(name, str(version), f"cnnlstm.{alias}_by", "hand")
-    return None if before is None else str(before.version)
+    before = _aliases(client, name).get(alias)
+    if before == version:
+        decision = (mv.tags or {}).get(DECISION_TAG, "")
+        return {
+            "name": name,
+            "alias": alias,
+            "version": version,
+            "before": before,
+            "decision": decision,
+            "changed": False,
+        }
+    at_reg = (mv.tags or {}).get(REGISTRATION_DECISION_TAG) or (mv.tags or {}).get(DECISION_TAG)
+    why = f"{alias} by hand (cnnlstm promote)" + (f", was v{before}" if before else "")
+    if at_reg:
+        why += f"; at registration: {at_reg}"
+    move_aliases(name, {alias: version}, why, "by hand", client=client)
+    client.set_model_version_tag(name, version, f"cnnlstm.{alias}_by", "hand")
+    return {
+        "name": name,
+        "alias": alias,
+        "version": version,
+        "before": before,
+        "decision": why,
+        "changed": True,
+    }
 
 
 @dataclass
@@ -371,10 +566,12 @@ def reregister(name: str, version: str, uri: str | None = None) -> dict[str, Any
     }
     decision = {"cnnlstm.decision": f"re-registered from {src} (weights only); no alias moved"}
     pins = pins_for_registration(info.model_uri, run.info.run_id, client, uri)
-    new = mlflow.register_model(
-        info.model_uri,
+    new = _create_version(
+        client,
         name,
-        tags=carried | tags | decision | {"cnnlstm.run_id": run.info.run_id} | pins,
+        info.model_uri,
+        run.info.run_id,
+        carried | tags | decision | {"cnnlstm.run_id": run.info.run_id} | pins,
     )
     return {
         "name": name,

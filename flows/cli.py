@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cnnlstm.cli import ConfigOpt, SetOpt, _load, app, out
+from cnnlstm.cli import ConfigOpt, SetOpt, _load, app, err, out
 
 log = logging.getLogger("cnnlstm.flows")
 
@@ -75,14 +75,28 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="training output folder")] = Path(
         "runs/latest"
     ),
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="print the summary as one JSON document on stdout"),
+    ] = False,
+    override: SetOpt = None,
 ) -> None:
     """The main job: the pipeline flow (ingest data.landing -> train -> score) with a local
-    Prefect API (unless PREFECT_API_URL is set), then a summary. Flow runs and MLflow runs that a
-    killed earlier run left RUNNING are closed first (CRASHED, KILLED)."""
-    cfg = _load(config, None)  # a config error exits 2 before any flow starts
+    Prefect API (unless PREFECT_API_URL is set), then a summary. A progress display per stage
+    on stderr; Prefect's flow and task run lines are in the Prefect UI (and on stderr with -v).
+    Training whose data, config and code are unchanged is reported up to date (no MLflow run,
+    no model version). Flow runs and MLflow runs that a killed earlier run left RUNNING are
+    closed first (CRASHED, KILLED)."""
+    cfg = _load(config, override)  # a config error exits 2 before any flow starts
     from cnnlstm.liveness import sweep_quietly
+    from cnnlstm.progress import RichReporter, reporting
 
-    with prefect_api():
+    # the library's INFO records reach the flow-run logs (the Prefect UI); stderr shows them
+    # only with -v (its handler's level)
+    logging.getLogger("cnnlstm").setLevel(logging.INFO)
+    # with --json, stdout carries the JSON document only: anything else printed goes to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
+    with prefect_api(), quiet, reporting(None if json_out else RichReporter(err)):
         from prefect import tags
 
         from flows.liveness import owner_flow_tags, sweep_flow_runs
@@ -96,65 +110,111 @@ def run(
             log.warning("Prefect flow-run sweep skipped: %s", e)
         sweep_quietly(cfg)
         with tags(*owner_flow_tags()):
-            summary = pipeline_flow(str(config), out_dir=str(out_dir))
-    out.rule("[bold]summary")
-    out.print(_summary_text(summary, cfg, out_dir, config))
+            summary = pipeline_flow(
+                str(config), out_dir=str(out_dir), overrides=list(override or []) or None
+            )
+    if json_out:
+        doc = summary | {
+            "config": str(config),
+            "overrides": list(override or []),
+            "out_dir": str(out_dir),
+            "up_to_date": bool(summary["train"].get("up_to_date")),
+        }
+        sys.stdout.write(json.dumps(doc, indent=1, default=str) + "\n")
+        return
+    from rich.rule import Rule
+
+    # a terminal (or COLUMNS) narrower than SUMMARY_WIDTH is followed; a pipe gets the full width
+    sized = out.is_terminal or "COLUMNS" in os.environ
+    width = min(out.width, SUMMARY_WIDTH) if sized else SUMMARY_WIDTH
+    out.print(Rule("[bold]summary"), width=width)
+    for line in _summary_lines(summary, cfg, out_dir, config, width):
+        out.print(line, soft_wrap=True, highlight=False)
 
 
-def _summary_text(s: dict, cfg, out_dir: Path, config: Path) -> str:
+SUMMARY_WIDTH = 100  # the summary's lines fit this many columns (a long path may not)
+LABEL = 9  # "ingest   "
+
+
+def _wrap(label: str, text: str, width: int = SUMMARY_WIDTH, indent: int = 0):
+    """`text` wrapped to `width` columns after a bold `label` column (continuation lines are
+    indented past it); words (paths) are never broken."""
+    import textwrap
+
+    from rich.text import Text
+
+    pad = " " * (LABEL + indent)
+    lines = textwrap.wrap(
+        text,
+        width=max(width - LABEL - indent, 20),
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [""]
+    first = Text.assemble((f"{label:<{LABEL}}", "bold"), " " * indent, lines[0])
+    return [first] + [Text(pad + line) for line in lines[1:]]
+
+
+def _summary_lines(s: dict, cfg, out_dir: Path, config: Path, width: int = SUMMARY_WIDTH):
+    from flows.ingest import totals_line
+    from flows.score import report_line
+    from flows.train import result_line
+
     i, t, sc = s["ingest"], s["train"], s["score"]
-    lines = [
-        f"[bold]ingest[/bold]   {i['accepted']:,} rows accepted, {i['quarantined']:,} quarantined, "
-        f"{i['duplicates']:,} duplicates; {i['committed']} files committed, {i['skipped']} "
-        f"already in the lake, {i['rejected']} rejected  -> {cfg.lake_uri}",
-    ]
+    lines = _wrap("ingest", f"{totals_line(i)} -> {cfg.lake_uri}", width)
     from cnnlstm.tasks import make_task
 
     task = make_task(cfg.task, cfg.window)
-    lines.append(
-        f"[bold]train[/bold]    {task.kind}: weights of epoch {t['weights_epoch']} of "
-        f"{t['epochs_run']} on {t['device']}  -> {out_dir}/"
-    )
+    if t.get("up_to_date"):
+        lines += _wrap("train", result_line(t) + " (same data, config and code)", width)
+    else:
+        lines += _wrap(
+            "train",
+            f"{task.kind}: weights of epoch {t['weights_epoch']} of {t['epochs_run']} on "
+            f"{t['device']} -> {out_dir}/",
+            width,
+        )
+    figures = []
     for part in ("val", "test"):
         if part in t:
-            lines += [f"           {line}" for line in task.summary_lines(part, t[part])]
+            figures += task.summary_lines(part, t[part])
     from cnnlstm.baseline import summary_lines
 
-    lines += [f"           {line}" for line in summary_lines(task, t)]
+    figures += summary_lines(task, t)
+    for f in figures:
+        lines += _wrap("", f.strip(), width, indent=2 * (len(f) - len(f.lstrip()) > 0) + 2)
     reg = t.get("registered_model")
     if reg:
-        aliases = "champion, challenger" if reg["champion"] else "challenger"
-        lines.append(
-            f"[bold]model[/bold]    {reg['name']} v{reg['version']} ({aliases}): {reg['decision']}"
-        )
+        aliases = ", ".join(reg.get("aliases") or []) or "no alias"
+        lines += _wrap("model", f"{reg['name']} v{reg['version']} ({aliases})", width)
+        if reg.get("decision") and not t.get("up_to_date"):
+            lines += _wrap("", reg["decision"], width, indent=2)
+    lines += _wrap("score", report_line(sc) + f" -> {sc['output']}", width)
     graded = ", ".join(
         f"{k} {v:.4f}" for k, v in (sc.get("metrics") or {}).items() if isinstance(v, float)
     )
-    lines.append(
-        f"[bold]score[/bold]    {sc['rows_written']:,} predictions by {sc['model_name']} "
-        f"v{sc['model_version']} from {sc['files_scored']} new files "
-        f"({sc['files_already_scored']} already scored)"
-        + (f"; {graded} on {sc['labelled_rows']:,} labelled windows" if graded else "")
-        + f"  -> {sc['output']}"
-    )
-    from rich.markup import escape
-
+    if graded:
+        lines += _wrap("", f"{graded} on {sc['labelled_rows']:,} labelled windows", width, 2)
     from cnnlstm.drift import summary_line
 
     if drift := summary_line(sc.get("drift")):
-        lines.append(f"           {escape(drift)}")
-    lines += [
-        "",
-        "Look at it:",
-        f"  MLflow UI:   mlflow ui --backend-store-uri {t.get('tracking_uri', 'sqlite:///mlflow.db')}"
-        "   (runs, metrics, plots, registered models)",
-        f"  Prefect UI:  PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')} prefect "
-        "server start   (then open http://127.0.0.1:4200: flow runs)",
-        f"  predictions: cnnlstm.predictions.scan('{sc['output']}')   (committed rows only; "
-        "a directory glob also sees the files of a killed scorer)",
-        f"  lake:        cnnlstm lake summary -c {config}   (rows, sources, quarantine)",
+        lines += _wrap("", drift, width, indent=2)
+    from rich.text import Text
+
+    uri = t.get("tracking_uri", "sqlite:///mlflow.db")
+    home = os.environ.get("PREFECT_HOME", "~/.prefect")
+    look = [
+        ("MLflow UI", f"mlflow ui --backend-store-uri {uri}", "runs, metrics, plots, models"),
+        ("Prefect UI", f"PREFECT_HOME={home} prefect server start", "http://127.0.0.1:4200"),
+        ("predictions", f"cnnlstm.predictions.scan('{sc['output']}')", "committed rows only"),
+        ("lake", f"cnnlstm lake summary -c {config}", "rows, sources, quarantine"),
     ]
-    return "\n".join(lines)
+    lines += [Text(""), Text("Look at it:")]
+    for name, how, what in look:
+        if len(how) + len(what) + 19 <= width:
+            lines.append(Text(f"  {name:<12} {how}   ({what})"))
+        else:  # the command on a line of its own, to copy
+            lines += [Text(f"  {name:<12} ({what})"), Text(f"    {how}")]
+    return lines
 
 
 @app.command()
@@ -162,15 +222,51 @@ def serve(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="replaces each deployment's config")
     ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print what is served as one JSON line, then serve")
+    ] = False,
+    override: SetOpt = None,
 ) -> None:
     """Run the scheduled deployments of deploy/prefect.yaml (ingest every 15 minutes, score
     hourly, retrain weekly) in this process, without a work pool. Needs a Prefect API that
-    stays up (`prefect server start` elsewhere, PREFECT_API_URL set). Ctrl-C stops."""
+    stays up (`prefect server start` elsewhere, PREFECT_API_URL set). Ctrl-C stops. --set
+    values apply to every flow run served here (as CNNLSTM__SECTION__KEY environment values of
+    this process, which every config load reads)."""
     if config is not None:
-        _load(config, None)
+        _load(config, override)
+    for key, value in _env_overrides(override):
+        os.environ[key] = value
     from flows.serve import serve_all
 
+    if json_out:
+        from flows.serve import served_deployments
+
+        names = [
+            d.name for d in served_deployments(config=str(config.resolve()) if config else None)
+        ]
+        doc = {"serving": names, "config": str(config) if config else None}
+        sys.stdout.write(json.dumps(doc | {"overrides": list(override or [])}) + "\n")
+        sys.stdout.flush()
+
     serve_all(str(config.resolve()) if config else None)
+
+
+def _env_overrides(items: list[str] | None) -> list[tuple[str, str]]:
+    """``section.key=value`` -> (``CNNLSTM__SECTION__KEY``, value) (`cnnlstm.config` reads those
+    as overrides); a malformed item exits 2."""
+    from cnnlstm.config import ENV_PREFIX
+
+    out = []
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(p.isidentifier() for p in parts):
+            err.print(
+                f"[red]config error:[/red] override {item!r} is not of the form section.key=value"
+            )
+            raise typer.Exit(2)
+        out.append((ENV_PREFIX + "__".join(p.upper() for p in parts), value))
+    return out
 
 
 def _prefect_doctor(fix: bool):

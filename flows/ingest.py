@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import xxhash
@@ -20,6 +21,8 @@ from cnnlstm.config import load_config
 from cnnlstm.formats import FileRejected
 from cnnlstm.ingest import ingest_file, source_quick_key
 from cnnlstm.lake import Lake, LakeUnavailable, expand_sources, is_local
+from cnnlstm.progress import current as current_reporter
+from cnnlstm.progress import seconds
 from flows.common import RETRIES, run_name
 from flows.runners import fan_out_runner
 
@@ -34,7 +37,8 @@ def _content_key(context: Any, parameters: dict[str, Any]) -> str | None:
     path = parameters["path"]
     if not is_local(path):
         return None
-    cfg = load_config(parameters["config"])
+    overrides = parameters.get("overrides")
+    cfg = load_config(parameters["config"], overrides)
     try:
         hint, key = source_quick_key(cfg, path)
     except (OSError, FileRejected):
@@ -59,8 +63,8 @@ def _lake(uri: str) -> Lake:
 
 
 @task(name="ingest-file", cache_key_fn=_content_key, persist_result=True, **RETRIES)
-def ingest_file_task(config: str, path: str) -> dict[str, Any]:
-    cfg = load_config(config)
+def ingest_file_task(config: str, path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    cfg = load_config(config, overrides)
     lake = _lake(cfg.lake_uri)
     lake.ensure()
     report = ingest_file(cfg, lake, path).__dict__
@@ -74,8 +78,10 @@ def ingest_file_task(config: str, path: str) -> dict[str, Any]:
 
 
 @task(name="list-landing")
-def list_sources(config: str, paths: list[str] | None) -> list[str]:
-    cfg = load_config(config)
+def list_sources(
+    config: str, paths: list[str] | None, overrides: list[str] | None = None
+) -> list[str]:
+    cfg = load_config(config, overrides)
     if not paths:
         if not cfg.data.landing:
             raise ValueError(f"{config}: data.landing is not set and no paths were given")
@@ -84,22 +90,30 @@ def list_sources(config: str, paths: list[str] | None) -> list[str]:
 
 
 @flow(name="ingest", flow_run_name=run_name("ingest"), log_prints=True)
-def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
+def ingest_flow(
+    config: str, paths: list[str] | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Ingest files, folders or globs (default: the config's data.landing) into the lake, one
     task per file, on the task runner of the config's ``runner`` section (threads by default,
     a Dask cluster with ``runner.kind: dask``). Returns per-file reports and totals; bad files
     are reported, never raised. Files the lake could not take are retried, and if they still
-    fail the run fails (LakeUnavailable) after logging them and the totals."""
+    fail the run fails (LakeUnavailable) after logging them and the totals. ``overrides``:
+    config values as ``section.key=value``."""
     logger = get_run_logger()
-    sources = list_sources(config, paths)
-    runner = fan_out_runner(config)
+    t0 = time.monotonic()
+    sources = list_sources(config, paths, overrides)
+    runner = fan_out_runner(load_config(config, overrides))
+    watch = _Watch(len(sources))
     if runner is None:  # the flow's own task runner (threads, or one given by with_options)
-        futures = ingest_file_task.map(unmapped(config), sources)
-        reports = [_report(path, f) for path, f in zip(sources, futures, strict=True)]
+        futures = ingest_file_task.map(unmapped(config), sources, unmapped(overrides))
+        reports = [watch(_report(path, f)) for path, f in zip(sources, futures, strict=True)]
     else:  # runner.kind=dask: a Dask cluster for this run's file tasks
         with runner:
-            futures = runner.map(ingest_file_task, {"config": unmapped(config), "path": sources})
-            reports = [_report(path, f) for path, f in zip(sources, futures, strict=True)]
+            futures = runner.map(
+                ingest_file_task,
+                {"config": unmapped(config), "path": sources, "overrides": unmapped(overrides)},
+            )
+            reports = [watch(_report(path, f)) for path, f in zip(sources, futures, strict=True)]
     totals = {
         k: sum(r[k] for r in reports)
         for k in ("rows_read", "accepted", "quarantined", "duplicates")
@@ -113,7 +127,10 @@ def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
             logger.error("failed after retries %s: %s", r["source"], r["reason"])
         elif r["outcome"] == "retry":  # changed while read: the next run takes it whole
             logger.warning("not committed %s: %s", r["source"], r["reason"])
-    logger.info("ingest totals: %s", totals)
+    line = totals_line(totals, time.monotonic() - t0)
+    logger.info("ingest: %s", line)
+    if watch.reporter is not None:
+        watch.reporter.finish("ingest", line)
     if totals["failed"]:  # the run fails; the next one ingests those files
         raise LakeUnavailable(
             f"{totals['failed']} of {len(reports)} files could not be written to the lake after "
@@ -122,6 +139,49 @@ def ingest_flow(config: str, paths: list[str] | None = None) -> dict[str, Any]:
             + f" - totals {totals}"
         )
     return {"files": reports, "totals": totals}
+
+
+class _Watch:
+    """Reports each file's outcome to the process's progress display (`cnnlstm.progress`),
+    when there is one: files done, rows read per second."""
+
+    def __init__(self, n: int) -> None:
+        self.reporter = current_reporter()
+        self.rows = 0
+        if self.reporter is not None:
+            self.reporter.start("ingest", total=n, unit="files")
+
+    def __call__(self, report: dict[str, Any]) -> dict[str, Any]:
+        if self.reporter is not None:
+            self.rows += report.get("rows_read") or 0
+            self.reporter.update(
+                "ingest", advance=1, rate=(self.rows, "rows"), text=report.get("name", "")
+            )
+        return report
+
+
+def totals_line(t: dict[str, Any], elapsed: float | None = None) -> str:
+    """One line for a person (with the time taken and rows/s when `elapsed` is given); a run
+    that added nothing says so in a few words."""
+    took = f" ({seconds(elapsed)})" if elapsed is not None else ""
+    files = sum(t[k] for k in ("committed", "skipped", "rejected", "failed", "retry"))
+    if not files:
+        return f"no landing files{took}"
+    if t["skipped"] == files:
+        return f"nothing new: {files:,} files already in the lake{took}"
+    if elapsed and t["rows_read"]:
+        took = f" ({seconds(elapsed)}, {t['rows_read'] / elapsed:,.0f} rows/s)"
+    words = {
+        "skipped": "already in the lake",
+        "rejected": "rejected",
+        "failed": "failed",
+        "retry": "changed while read",
+    }
+    parts = [f"{t['committed']:,} committed"] + [f"{t[k]:,} {w}" for k, w in words.items() if t[k]]
+    return (
+        f"{files:,} files ({', '.join(parts)}): {t['accepted']:,} rows accepted, "
+        f"{t['quarantined']:,} quarantined, {t['duplicates']:,} duplicates{took}"
+    )
 
 
 def _report(path: str, future: Any) -> dict[str, Any]:

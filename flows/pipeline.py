@@ -1,6 +1,7 @@
-"""The whole pipeline: ingest -> train (tracked, registered) -> score, as one flow of
-sub-flows. Re-running a failed pipeline resumes: ingest adds nothing twice, training resumes
-from its checkpoint, scoring skips files already scored."""
+"""The whole pipeline: ingest -> train -> score, as one flow of sub-flows. Re-running resumes:
+ingest adds nothing twice, training that has nothing new to learn from (same data, config and
+code) is reported up to date, an interrupted training resumes from its checkpoint, scoring skips
+files already scored."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ from flows.train import train_flow
 
 @flow(name="pipeline", flow_run_name=run_name("pipeline"), log_prints=True)
 def pipeline_flow(
-    config: str, out_dir: str = "runs/latest", score_where: dict[str, Any] | None = None
+    config: str,
+    out_dir: str = "runs/latest",
+    score_where: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    ingest = ingest_flow(config)
-    train = train_flow(config, out_dir=out_dir, resume=True)
-    score = score_flow(config, where=score_where)
+    """``overrides``: config values as ``section.key=value`` (``cnnlstm run --set``), for every
+    stage."""
+    ingest = ingest_flow(config, overrides=overrides)
+    train = train_flow(config, out_dir=out_dir, resume=True, overrides=overrides)
+    score = score_flow(config, where=score_where, overrides=overrides)
     return {"ingest": ingest["totals"], "train": train, "score": score}
