@@ -10,7 +10,8 @@ CONFIG ?= configs/hapt.yaml
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "installing cnnlstm and its dependencies into $(VENV) (about 7 GB with torch's CUDA build; 5-7 minutes on a quiet 2-core machine, more on a busy one)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
