@@ -175,7 +175,7 @@ def fit_training_stats(
     if n == 0:
         return None
     idx = summary_windows(n, seed)
-    x = windows.x[idx]
+    x = windows.subset(idx).x  # only the summarised windows are materialised
     lengths = np.asarray(windows.lengths)[idx]
     valid = np.arange(x.shape[-1])[None, :] < lengths[:, None]
     rng = np.random.default_rng(seed)

@@ -42,7 +42,7 @@ from cnnlstm.windows import (
     Normalizer,
     Windows,
     WindowSet,
-    build_windows,
+    build_window_sets,
     fit_normalizer,
     plan_split,
     split_windows,
@@ -96,24 +96,21 @@ def prepare_data(
         )
         if c
     ]
-    ws = build_windows(readings, channels, wcfg, task, entity_columns=ent_cols)
+    # one read of the readings; the windows at both strides are views over the same rows
+    strides = [wcfg.stride]
+    if wcfg.train_stride and wcfg.train_stride != wcfg.stride:
+        strides.append(wcfg.train_stride)
+    sets = build_window_sets(
+        readings, channels, wcfg, task, strides=strides, entity_columns=ent_cols
+    )
+    ws, dense = sets[0], sets[-1]
     if len(ws.windows) == 0:  # say why: the time steps, the pieces, the labels, what to change
         if ws.stats is None:
             raise ValueError("no windows: streams shorter than window.size, or no labelled windows")
         raise ValueError(ws.stats.explain(wcfg))
     plan = plan_split(ws, wcfg.split)
     parts = split_windows(ws, plan)
-    dense = ws
-    if wcfg.train_stride and wcfg.train_stride != wcfg.stride:
-        dense = build_windows(
-            readings,
-            channels,
-            wcfg,
-            task,
-            stride=wcfg.train_stride,
-            entity_columns=ent_cols,
-            classes=ws.classes or None,
-        )
+    if dense is not ws:
         parts["train"] = dense.windows.subset(np.flatnonzero(plan.assign(dense.windows) == 0))
     parts["train"] = task.training_windows(parts["train"])
     if len(parts["train"]) == 0:
@@ -249,6 +246,14 @@ def train_from_config(
         torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed, tc.deterministic)
     device = select_device(tc.device)
+    from cnnlstm import ddp
+
+    dist = ddp.current()  # a rank of `cnnlstm train --nproc N` / torchrun (cnnlstm.ddp)
+    if dist is not None:
+        ddp.check_config(cfg, dist.world)
+        device = ddp.rank_device(device, dist)
+        if not dist.main:
+            tracker = Tracker()  # rank 0 alone tracks, evaluates and writes the outputs
 
     if readings is None:
         from cnnlstm.lake import scan_readings
@@ -295,8 +300,11 @@ def train_from_config(
                 resume,
                 tracker,
                 chash,
+                dist=dist,
             )
         fit_s = time.perf_counter() - t_fit
+        if dist is not None and not dist.main:
+            return {}  # the other ranks are done: rank 0 evaluates, saves and tracks
 
         amp_dtype = torch.bfloat16 if device.type == "cuda" and tc.amp != "off" else None
         outs: dict[str, np.ndarray] = {}
@@ -311,6 +319,7 @@ def train_from_config(
         metrics: dict[str, Any] = {
             "task": task.kind,
             "device": str(device),
+            "processes": dist.world if dist is not None else 1,  # data-parallel ranks
             "torch": torch.__version__,
             "n_windows": n_windows,
             "classes": [str(c) for c in ws.classes],
@@ -450,7 +459,7 @@ def train_windows(
 ):
     """Library shortcut used by tests and notebooks: prepared windows -> (model, FitResult)."""
     task = prep.task
-    model = task.build_model(model_cfg, prep.parts["train"].x.shape[1], task.n_outputs(prep.ws))
+    model = task.build_model(model_cfg, prep.parts["train"].n_channels, task.n_outputs(prep.ws))
     dev = torch.device(device)
     model.to(dev)
     tb = batches(

@@ -1,4 +1,4 @@
-"""Lake rows -> labelled windows -> splits -> normalised tensors.
+"""Lake rows -> labelled windows -> splits -> normalised batches.
 
 Per entity, in time order: gap detection (a step over the tolerance starts a new piece; no
 window spans a gap; the default tolerance is robust to routine jitter), null channel values
@@ -9,22 +9,28 @@ windowing (gravity by a Butterworth low-pass, body = raw - gravity), sliding win
 them; windows under ``window.min_observed`` observed values dropped), a label strategy.
 `describe_streams` / `StreamStats` say what this made of a set of readings (and why no window
 came out).
-Everything is materialised with index arithmetic and one gather (no Python loop per window).
+
+Windows are views: the stream rows (every sample once, float32 ``(T, C)``, raw then derived
+channels) plus each window's first row and length. Overlapping windows share their samples;
+a window's ``(C, L)`` array exists only when gathered by index arithmetic (`Windows.gather`,
+`Batches.take`: one batch at a time), never as a copy of every overlapping window.
+``Windows.x`` materialises all of them, for small sets (subset first).
 
 `cut_windows` cuts every window and keeps the per-row arrays label strategies read;
 `build_windows` adds what a task (`cnnlstm.tasks`) asks for as ``y`` and keeps the windows that
-have it. Scoring cuts once and labels the same cut.
+have it (`build_window_sets`: at several strides from one read of the readings). Scoring cuts
+once and labels the same cut.
 
-Shapes: ``x`` is float32 ``(N, C, L)``; ``lengths`` ``(N,)``; ``y`` as the task defines it
-(int64 ``(N,)`` class indices, float32 ``(N, 1)`` targets, float32 ``(N, H, K)`` futures);
-``entity``, ``start``, ``end`` (UTC microseconds, ``end`` inclusive and covering forecast targets)
-say where each window came from.
+Shapes: gathered ``x`` is float32 ``(N, C, L)``, zero beyond ``lengths`` ``(N,)``; ``y`` as the
+task defines it (int64 ``(N,)`` class indices, float32 ``(N, 1)`` targets, float32 ``(N, H, K)``
+futures); ``entity``, ``start``, ``end`` (UTC microseconds, ``end`` inclusive and covering
+forecast targets) say where each window came from.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,31 +42,102 @@ from cnnlstm.window_config import SplitConfig, WindowConfig
 PARTS = ("train", "val", "test")
 
 
-@dataclass
 class Windows:
-    x: np.ndarray  # (N, C, L) float32, zero beyond lengths
-    lengths: np.ndarray  # (N,) int64
-    y: np.ndarray  # (N,) int64 | (N, 1) float32 | (N, H, K) float32
-    entity: np.ndarray  # (N,) str
-    start: np.ndarray  # (N,) int64 us, first sample
-    end: np.ndarray  # (N,) int64 us, last sample used (incl. forecast targets)
-    # per-window values of row-level columns (window.split.column): the value when the
-    # window's first and last rows agree, else None (a window straddling two files)
-    tags: dict[str, np.ndarray] = field(default_factory=dict)
+    """Windows as views over stream rows: window i is ``rows[first[i] : first[i] + lengths[i]]``
+    (samples x channels), zero beyond its length up to ``size`` samples. Every subset of one cut
+    shares ``rows``, so a sample is stored once however many windows overlap it. `gather`
+    materialises the windows at some indices (``(n, C, L)`` float32), ``x`` all of them (for
+    small sets: subset first). A dense ``x`` ``(N, C, L)`` is accepted too (hand-made windows):
+    it becomes rows of its own."""
+
+    def __init__(
+        self,
+        x: np.ndarray | None = None,
+        lengths: np.ndarray | None = None,
+        y: np.ndarray | None = None,
+        entity: np.ndarray | None = None,
+        start: np.ndarray | None = None,
+        end: np.ndarray | None = None,
+        tags: dict[str, np.ndarray] | None = None,
+        *,
+        rows: np.ndarray | None = None,
+        first: np.ndarray | None = None,
+        size: int | None = None,
+    ):
+        if x is not None:
+            if rows is not None or first is not None:
+                raise ValueError("Windows: give x or rows + first, not both")
+            x = np.asarray(x, np.float32)
+            n, c, size = x.shape
+            rows = x.transpose(0, 2, 1).reshape(n * size, c)
+            first = np.arange(n, dtype=np.int64) * size
+        if rows is None or first is None or size is None:
+            raise ValueError("Windows needs x, or rows, first and size")
+        self.rows = np.ascontiguousarray(rows, np.float32)  # (T, C) shared stream samples
+        self.first = np.asarray(first, np.int64)  # (N,) row of each window's first sample
+        self.size = int(size)  # L
+        self.lengths = np.asarray(lengths, np.int64)  # (N,) valid samples
+        self.y = y  # (N,) int64 | (N, 1) float32 | (N, H, K) float32
+        self.entity = entity  # (N,) str
+        self.start = start  # (N,) int64 us, first sample
+        self.end = end  # (N,) int64 us, last sample used (incl. forecast targets)
+        # per-window values of row-level columns (window.split.column): the value when the
+        # window's first and last rows agree, else None (a window straddling two files)
+        self.tags: dict[str, np.ndarray] = dict(tags or {})
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def __repr__(self) -> str:
+        return (
+            f"Windows(n={len(self)}, channels={self.n_channels}, size={self.size}, "
+            f"rows={len(self.rows)})"
+        )
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.rows.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape ``x`` would have: (N, C, L)."""
+        return (len(self), self.n_channels, self.size)
+
+    def gather(self, idx) -> np.ndarray:
+        """The windows at `idx` as float32 ``(n, C, L)``, zero beyond their lengths."""
+        return gather_windows(self.rows, self.first[idx], self.lengths[idx], self.size)
+
+    @property
+    def x(self) -> np.ndarray:
+        """Every window, materialised ``(N, C, L)``: for small sets (subset first)."""
+        return self.gather(slice(None))
+
     def subset(self, idx: np.ndarray) -> Windows:
+        """The windows at `idx`: a view over the same rows."""
         return Windows(
-            self.x[idx],
+            None,
             self.lengths[idx],
             self.y[idx],
             self.entity[idx],
             self.start[idx],
             self.end[idx],
             {k: v[idx] for k, v in self.tags.items()},
+            rows=self.rows,
+            first=self.first[idx],
+            size=self.size,
         )
+
+
+def gather_windows(rows: np.ndarray, first: np.ndarray, lengths: np.ndarray, size: int):
+    """``(n, C, L)`` float32 windows of `size` samples from (T, C) rows by index arithmetic:
+    row ``first + j`` at position j below the length, zero beyond (the gather repeats the last
+    valid row there, so it never reads past a piece's end)."""
+    pos = np.arange(size)
+    ln = np.asarray(lengths, np.int64)
+    idx = np.asarray(first, np.int64)[:, None] + np.minimum(pos[None, :], ln[:, None] - 1)
+    xw = rows[np.maximum(idx, 0)]  # (n, L, C)
+    xw[pos[None, :] >= ln[:, None]] = 0.0
+    return np.ascontiguousarray(xw.transpose(0, 2, 1), np.float32)
 
 
 @dataclass
@@ -86,10 +163,12 @@ def _collect(readings: pl.LazyFrame | pl.DataFrame, columns: list[str]) -> pl.Da
     missing = [c for c in columns if c not in have]
     if missing:
         raise ValueError(f"readings lack columns {missing} (have {have})")
-    if isinstance(readings, pl.DataFrame):  # in memory: sort only when not in order already
-        df = readings.select(columns)
-        return df if _in_entity_time_order(df) else df.sort("entity_id", "timestamp")
-    return lf.select(columns).sort("entity_id", "timestamp").collect()
+    # sort only when not in order already (lake files are, in entity then time order): a sort
+    # holds a second copy of every column read
+    df = readings.select(columns) if isinstance(readings, pl.DataFrame) else lf.select(columns)
+    if isinstance(df, pl.LazyFrame):
+        df = df.collect()
+    return df if _in_entity_time_order(df) else df.sort("entity_id", "timestamp")
 
 
 def _in_entity_time_order(df: pl.DataFrame) -> bool:
@@ -474,11 +553,9 @@ class Cut:
     windows: Windows
     channels: list[str]  # raw channels, then derived ones
     raw_channels: list[str]
-    rows: np.ndarray  # (T, C + D) the stream rows the windows were gathered from
+    rows: np.ndarray  # (T, C + D) the stream rows the windows view (``windows.rows``)
     starts: np.ndarray  # (N,) row of each window's first sample
     last: np.ndarray  # (N,) row of each window's last input sample
-    idx: np.ndarray  # (N, L) row of each window position (repeats the last row past lengths)
-    mask: np.ndarray  # (N, L) valid positions
     ent_codes: np.ndarray  # (T,) entity code per row
     n_entities: int
     codes: np.ndarray | None = None  # (T,) label code per row (-1: null); None: no label column
@@ -492,6 +569,22 @@ class Cut:
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     stats: StreamStats | None = None
 
+    @property
+    def idx(self) -> np.ndarray:
+        """(N, L) row of each window position (repeats the last row past lengths); computed on
+        demand (label strategies), not kept."""
+        return _row_index(self.starts, self.windows.lengths, self.windows.size)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, L) valid positions; computed on demand."""
+        return np.arange(self.windows.size)[None, :] < self.windows.lengths[:, None]
+
+
+def _row_index(starts: np.ndarray, lengths: np.ndarray, size: int) -> np.ndarray:
+    pos = np.arange(size)
+    return starts[:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
+
 
 @dataclass
 class _Streams:
@@ -502,9 +595,10 @@ class _Streams:
     ts: np.ndarray  # (T,) us
     x: np.ndarray  # (T, C) raw channels, float32, no nulls
     obs: np.ndarray | None  # (T, C) observed (not imputed); None: every value observed
-    extra: dict[str, np.ndarray]  # per-row columns: ent (codes), code (labels), target
+    extra: dict[str, np.ndarray]  # per-row columns: ent, code (labels), target, tag:<column>
     values: list[Any]  # label code -> value
     stats: StreamStats
+    tag_values: dict[str, np.ndarray] = field(default_factory=dict)  # tag code -> value
 
 
 def _read(readings, channels: list[str], cfg: WindowConfig, entity_columns: list[str] | None):
@@ -582,8 +676,13 @@ def _streams(
         extra["code"] = lab.replace_strict(lut, default=-1, return_dtype=pl.Int64).to_numpy()
     if cfg.target_column and cfg.target_column in df.columns:
         extra["target"] = df[cfg.target_column].cast(pl.Float64).to_numpy()
-    for c in row_columns:  # carried through null cuts and resampling like the labels
-        extra[f"tag:{c}"] = df[c].cast(pl.String).fill_null("\x00").to_numpy().astype(object)
+    tag_values: dict[str, np.ndarray] = {}
+    for c in row_columns:  # codes (-1: null), carried through null cuts and resampling
+        col = df[c].cast(pl.String)
+        uniq = col.drop_nulls().unique(maintain_order=True).to_list()
+        tag_values[c] = np.array(uniq, dtype=object)
+        lut = {v: i for i, v in enumerate(uniq)}
+        extra[f"tag:{c}"] = col.replace_strict(lut, default=-1, return_dtype=pl.Int32).to_numpy()
 
     # gaps: a step over the tolerance starts a new piece
     steps = _steps(ent_codes, ts)
@@ -622,35 +721,33 @@ def _streams(
     if len(n):
         stats.piece_len_min, stats.piece_len_max = int(n.min()), int(n.max())
         stats.piece_len_median, stats.piece_len_p90 = (float(v) for v in np.percentile(n, [50, 90]))
-    return _Streams(uniq_ent, seg, ts, x, obs, extra, values, stats)
+    return _Streams(uniq_ent, seg, ts, x, obs, extra, values, stats, tag_values)
 
 
-def _cut_index(s: _Streams, cfg: WindowConfig, stride: int, h: int):
-    """(starts, lengths, idx, mask, observed) of the windows kept: every window of every piece
-    (`_window_starts`) whose observed share is at least window.min_observed."""
+def _cut_index(s: _Streams, cfg: WindowConfig, stride: int, h: int, st: StreamStats):
+    """(starts, lengths, observed) of the windows kept: every window of every piece
+    (`_window_starts`) whose observed share is at least window.min_observed. Fills the window
+    counts of `st`."""
     starts, valid = _window_starts(
         s.seg, cfg.size + h, stride, cfg.short == "pad", cfg.min_length + h
     )
     lengths = valid - h  # input samples per window
-    pos = np.arange(cfg.size)
-    mask = pos[None, :] < lengths[:, None]  # (N, L)
-    idx = starts[:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)  # (N, L) row gather
     if s.obs is None:
         observed = np.ones(len(starts))
     else:  # share of observed raw-channel values over the valid samples
         per_row = s.obs.mean(1)
+        idx = _row_index(starts, lengths, cfg.size)
+        mask = np.arange(cfg.size)[None, :] < lengths[:, None]
         observed = (per_row[idx] * mask).sum(1) / np.maximum(lengths, 1)
-    st = s.stats
+        del idx, mask
     st.window_size, st.horizon, st.n_windows_cut = cfg.size, h, len(starts)
     st.observed_max = float(observed.max()) if len(observed) else math.nan
     if cfg.min_observed > 0:
         keep = observed >= cfg.min_observed - 1e-9
-        starts, lengths, idx, mask, observed = (
-            a[keep] for a in (starts, lengths, idx, mask, observed)
-        )
+        starts, lengths, observed = starts[keep], lengths[keep], observed[keep]
     st.n_low_observed = st.n_windows_cut - len(starts)
     st.n_windows = len(starts)
-    return starts, lengths, idx, mask, observed.astype(np.float32)
+    return starts, lengths, observed.astype(np.float32)
 
 
 def describe_streams(
@@ -667,8 +764,97 @@ def describe_streams(
     ``n_unlabelled``). `StreamStats.explain` turns it into advice."""
     df, _ = _read(readings, channels, cfg, None)
     s = _streams(df, list(channels), cfg)
-    _cut_index(s, cfg, stride or cfg.stride, horizon)
+    del df
+    _cut_index(s, cfg, stride or cfg.stride, horizon, s.stats)
     return s.stats
+
+
+@dataclass
+class _Source:
+    """What every cut of one set of readings shares: the streams, the window rows (raw then
+    derived channels, float32 (T, C + D), C-contiguous), label names and entity metadata."""
+
+    streams: _Streams
+    rows: np.ndarray
+    channels: list[str]
+    row_columns: list[str]
+    label_names: dict[Any, str]
+    entity_meta: dict[str, dict[str, Any]]
+
+
+def _source(
+    readings,
+    channels: list[str],
+    cfg: WindowConfig,
+    entity_columns: list[str] | None,
+    row_columns: list[str] | None,
+) -> _Source:
+    """Read the readings once (the columns windowing needs) and make the streams and window
+    rows; the frame itself is let go before any window is cut."""
+    row_cols = [c for c in row_columns or [] if c in (entity_columns or [])]
+    df, ent_cols = _read(readings, channels, cfg, entity_columns)
+    s = _streams(df, list(channels), cfg, row_cols)
+    names: dict[Any, str] = {}
+    if cfg.label_names_column and cfg.label_names_column in df.columns and "label" in df.columns:
+        pairs = df.select(pl.col("label"), pl.col(cfg.label_names_column).cast(pl.String)).unique(
+            "label", keep="first"
+        )
+        names = dict(
+            zip(pairs["label"].to_list(), pairs[cfg.label_names_column].to_list(), strict=True)
+        )
+    meta: dict[str, dict[str, Any]] = {}
+    if ent_cols:
+        first = df.group_by("entity_id", maintain_order=True).agg(pl.col(ent_cols).first())
+        for row in first.iter_rows(named=True):
+            meta[str(row.pop("entity_id"))] = row
+    del df
+    if len(s.ts):  # derived channels: a no-op without window.derived
+        x = derive_channels(s.x, s.seg, s.ts, list(channels), cfg)
+    else:
+        x = np.zeros((0, len(channels) + len(derived_names(list(channels), cfg))), np.float32)
+    x = np.ascontiguousarray(x, np.float32)
+    s.x = x[:, : len(channels)]  # a view: the raw channels are the rows' first columns
+    return _Source(s, x, list(channels) + derived_names(list(channels), cfg), row_cols, names, meta)
+
+
+def _cut(src: _Source, cfg: WindowConfig, stride: int, horizon: int) -> Cut:
+    """Every window of the source at `stride` (views over its rows); `horizon` more rows after
+    the input belong to each window (forecast targets)."""
+    s, h = src.streams, horizon
+    stats = replace(s.stats)  # the stream figures, plus this cut's window counts
+    starts, lengths, observed = _cut_index(s, cfg, stride, h, stats)
+    last = starts + lengths - 1  # row of the last input sample
+    ts, extra, ent_codes = s.ts, s.extra, s.extra["ent"]
+    w = Windows(
+        None,
+        lengths.astype(np.int64),
+        np.zeros(len(starts), np.int64),
+        s.uniq_ent[ent_codes[starts]],
+        ts[starts],
+        ts[last + h],
+        {c: _window_tag(extra[f"tag:{c}"], s.tag_values[c], starts, last) for c in src.row_columns},
+        rows=src.rows,
+        first=starts,
+        size=cfg.size,
+    )
+    return Cut(
+        windows=w,
+        channels=list(src.channels),
+        raw_channels=src.channels[: s.x.shape[1]],
+        rows=w.rows,
+        starts=starts,
+        last=last,
+        ent_codes=ent_codes,
+        n_entities=len(s.uniq_ent),
+        codes=extra.get("code"),
+        values=s.values,
+        label_names=src.label_names,
+        target=extra.get("target"),
+        entity_meta=src.entity_meta,
+        horizon=h,
+        observed=observed,
+        stats=stats,
+    )
 
 
 def cut_windows(
@@ -685,74 +871,19 @@ def cut_windows(
     ``horizon`` rows after the input are kept for forecast targets). An optional ``label``
     column and ``window.target_column`` are read along for labelling; ``entity_columns`` are
     metadata columns kept once per entity (first value). Null channel values are filled as
-    window.impute says, and windows under window.min_observed are not cut."""
-    stride = stride or cfg.stride
-    row_cols = [c for c in row_columns or [] if c in (entity_columns or [])]
-    df, ent_cols = _read(readings, channels, cfg, entity_columns)
-    s = _streams(df, list(channels), cfg, row_cols)
-    ts, extra, ent_codes = s.ts, s.extra, s.extra["ent"]
-    if len(ts):  # derived channels: a no-op without window.derived
-        x = derive_channels(s.x, s.seg, ts, list(channels), cfg)
-    else:
-        x = np.zeros((0, len(channels) + len(derived_names(list(channels), cfg))), np.float32)
-
-    # windows: start row + valid rows; `horizon` more rows after the input (forecast targets)
-    h = horizon
-    starts, lengths, idx, mask, observed = _cut_index(s, cfg, stride, h)
-    xw = x[idx]  # (N, L, C)
-    xw[~mask] = 0.0
-    xw = np.ascontiguousarray(xw.transpose(0, 2, 1))  # (N, C, L)
-    last = starts + lengths - 1  # row of the last input sample
-
-    names: dict[Any, str] = {}
-    if cfg.label_names_column and cfg.label_names_column in df.columns and "label" in df.columns:
-        pairs = df.select(pl.col("label"), pl.col(cfg.label_names_column).cast(pl.String)).unique(
-            "label", keep="first"
-        )
-        names = dict(
-            zip(pairs["label"].to_list(), pairs[cfg.label_names_column].to_list(), strict=True)
-        )
-    meta: dict[str, dict[str, Any]] = {}
-    if ent_cols:
-        first = df.group_by("entity_id", maintain_order=True).agg(pl.col(ent_cols).first())
-        for row in first.iter_rows(named=True):
-            meta[str(row.pop("entity_id"))] = row
-
-    w = Windows(
-        x=xw,
-        lengths=lengths.astype(np.int64),
-        y=np.zeros(len(starts), np.int64),
-        entity=s.uniq_ent[ent_codes[starts]],
-        start=ts[starts],
-        end=ts[last + h],
-        tags={c: _window_tag(extra[f"tag:{c}"], starts, last) for c in row_cols},
-    )
-    return Cut(
-        windows=w,
-        channels=list(channels) + derived_names(list(channels), cfg),
-        raw_channels=list(channels),
-        rows=x,
-        starts=starts,
-        last=last,
-        idx=idx,
-        mask=mask,
-        ent_codes=ent_codes,
-        n_entities=len(s.uniq_ent),
-        codes=extra.get("code"),
-        values=s.values,
-        label_names=names,
-        target=extra.get("target"),
-        entity_meta=meta,
-        horizon=h,
-        observed=observed,
-        stats=s.stats,
-    )
+    window.impute says, and windows under window.min_observed are not cut. The windows are
+    views over the stream rows (`Windows`)."""
+    src = _source(readings, channels, cfg, entity_columns, row_columns)
+    return _cut(src, cfg, stride or cfg.stride, horizon)
 
 
-def _window_tag(rows: np.ndarray, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+def _window_tag(codes: np.ndarray, values: np.ndarray, starts, last) -> np.ndarray:
     """Per window: the row value when its first and last rows agree, else None."""
-    a, b = rows[starts], rows[last]
-    return np.where((a == b) & (a != "\x00"), a, None).astype(object)
+    a, b = codes[starts], codes[last]
+    out = np.full(len(starts), None, dtype=object)
+    same = (a == b) & (a >= 0)
+    out[same] = values[a[same]]
+    return out
 
 
 def build_windows(
@@ -769,34 +900,64 @@ def build_windows(
     default: the kind window.label implies). ``classes`` fixes the class list (so a second
     window set, e.g. a denser training set, shares the map). ``stats`` on the result says what
     the cut made of the readings (`StreamStats`, with ``n_unlabelled`` filled in)."""
+    return build_window_sets(
+        readings,
+        channels,
+        cfg,
+        task,
+        strides=[stride or cfg.stride],
+        entity_columns=entity_columns,
+        classes=classes,
+    )[0]
+
+
+def build_window_sets(
+    readings: pl.LazyFrame | pl.DataFrame,
+    channels: list[str],
+    cfg: WindowConfig,
+    task=None,
+    *,
+    strides: list[int],
+    entity_columns: list[str] | None = None,
+    classes: list[Any] | None = None,
+) -> list[WindowSet]:
+    """`build_windows` at each of `strides`, from one read of the readings: the window sets
+    share the stream rows (views). The first set's classes fix the later sets' class map
+    (as ``classes`` does), so a denser training set labels like the evaluation set."""
     if task is None:
         from cnnlstm.tasks import make_task
 
         task = make_task(None, cfg)
-    cut = cut_windows(
+    src = _source(
         readings,
         channels,
         cfg,
-        stride=stride,
-        horizon=task.horizon_rows,
-        entity_columns=entity_columns,
-        row_columns=[cfg.split.column] if cfg.split.method == "column" else None,
+        entity_columns,
+        [cfg.split.column] if cfg.split.method == "column" else None,
     )
-    t = task.targets(cut, classes)
-    w = cut.windows
-    w.y = t.y
-    keep = np.flatnonzero(t.keep)
-    if cut.stats is not None:
-        cut.stats.n_unlabelled = len(w) - len(keep)
-    return WindowSet(
-        w.subset(keep),
-        cut.channels,
-        t.classes,
-        t.class_names,
-        cut.entity_meta,
-        t.target_channels,
-        cut.stats,
-    )
+    out: list[WindowSet] = []
+    for stride in strides:
+        cut = _cut(src, cfg, stride, task.horizon_rows)
+        t = task.targets(cut, classes)
+        w = cut.windows
+        w.y = t.y
+        keep = np.flatnonzero(t.keep)
+        if cut.stats is not None:
+            cut.stats.n_unlabelled = len(w) - len(keep)
+        out.append(
+            WindowSet(
+                w.subset(keep),
+                cut.channels,
+                t.classes,
+                t.class_names,
+                cut.entity_meta,
+                t.target_channels,
+                cut.stats,
+            )
+        )
+        if classes is None:
+            classes = t.classes or None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -938,9 +1099,23 @@ class Normalizer:
     scale: np.ndarray  # (C,)
 
     def apply(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Dense windows ``(N, C, L)`` -> normalised float32, zero beyond lengths."""
         out = (x - self.center[None, :, None]) / self.scale[None, :, None]
         mask = np.arange(x.shape[-1])[None, :] < lengths[:, None]  # (N, L)
         return (out * mask[:, None, :]).astype(np.float32)
+
+    def apply_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Stream rows ``(T, C)`` -> normalised float32: the same arithmetic as `apply`, once
+        per sample instead of once per window that overlaps it."""
+        return ((rows - self.center[None, :]) / self.scale[None, :]).astype(np.float32)
+
+    def pad_values(self, n_channels: int) -> np.ndarray:
+        """What `apply` leaves beyond a window's length, per channel (a zero; its sign as
+        ``((0 - center) / scale) * 0`` gives it, so gathered batches equal `apply`'s bit for
+        bit)."""
+        zero = np.zeros((1, n_channels), np.float32)
+        out = (zero - self.center[None, :]) / self.scale[None, :]
+        return (out * np.zeros((1, n_channels), bool)).astype(np.float32)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"center": self.center.tolist(), "scale": self.scale.tolist()}
@@ -959,19 +1134,53 @@ def center_scale(v: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
         center, scale = med, (q3 - q1) / 1.349
     else:
         center, scale = v.mean(0, dtype=np.float64), v.std(0, dtype=np.float64)
+    return _finite_scale(center, scale)
+
+
+def _finite_scale(center, scale) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(
         np.isfinite(scale) & (scale > 1e-8 * np.maximum(1, np.abs(center))), scale, 1.0
     )
-    return center.astype(np.float32), scale.astype(np.float32)
+    return np.asarray(center).astype(np.float32), np.asarray(scale).astype(np.float32)
+
+
+def coverage(first: np.ndarray, lengths: np.ndarray, n_rows: int) -> np.ndarray:
+    """(T,) how many windows cover each row with a valid sample (padding excluded)."""
+    end = np.asarray(first, np.int64) + np.asarray(lengths, np.int64)
+    d = np.bincount(first, minlength=n_rows + 1) - np.bincount(end, minlength=n_rows + 1)
+    return np.cumsum(d[:n_rows])
+
+
+def weighted_center_scale(rows: np.ndarray, counts: np.ndarray, method: str):
+    """`center_scale` of the values each row holds, every row repeated ``counts`` times (the
+    valid samples of overlapping windows), without repeating them: weighted mean and standard
+    deviation (float64); robust: the order statistics of one channel's repeated values at a
+    time (exactly `np.percentile`'s)."""
+    keep = np.flatnonzero(counts > 0)
+    v, w = rows[keep], counts[keep].astype(np.int64)
+    n_ch = rows.shape[1]
+    if method == "none" or not len(v):
+        return np.zeros(n_ch, np.float32), np.ones(n_ch, np.float32)
+    if method == "robust":
+        q = np.stack([np.percentile(np.repeat(v[:, k], w), [25, 50, 75]) for k in range(n_ch)])
+        center, scale = q[:, 1], (q[:, 2] - q[:, 0]) / 1.349
+        return _finite_scale(center, scale)
+    total = float(w.sum())
+    v64 = v.astype(np.float64)
+    center = (w @ v64) / total
+    v64 -= center
+    np.square(v64, out=v64)
+    scale = np.sqrt((w @ v64) / total)
+    return _finite_scale(center, scale)
 
 
 def fit_normalizer(train: Windows, method: str = "standard") -> Normalizer:
-    """Fit on the training windows' valid samples only."""
+    """Fit on the training windows' valid samples only: each sample counted once per window
+    that holds it (as if every window were materialised), from the stream rows."""
     if len(train) == 0:
         raise ValueError("cannot fit normalisation statistics: the training split is empty")
-    mask = np.arange(train.x.shape[-1])[None, :] < train.lengths[:, None]  # (N, L)
-    v = train.x.transpose(0, 2, 1)[mask]  # (M, C) valid samples
-    center, scale = center_scale(v, method)
+    counts = coverage(train.first, train.lengths, len(train.rows))
+    center, scale = weighted_center_scale(train.rows, counts, method)
     return Normalizer(center, scale)
 
 
@@ -1011,9 +1220,11 @@ def fits_on_device(nbytes: int, device: Any, fraction: float = 0.5) -> bool:
 
 
 class Batches:
-    """A split as tensors, moved to `device` once when it fits (GPU-resident path); each epoch
-    gathers batches by index from a permutation seeded by (seed, epoch), so the order is a pure
-    function of the epoch (exact resume) and there is no worker or host copy per batch."""
+    """A split as views, moved to `device` once when it fits (GPU-resident path): the stream
+    rows its windows use, normalised once (float32 (T', C)), each window's first row, length
+    and encoded target. Each epoch gathers batches by index arithmetic from a permutation
+    seeded by (seed, epoch), so the order is a pure function of the epoch (exact resume), no
+    copy of every overlapping window exists, and there is no worker or host copy per batch."""
 
     def __init__(
         self,
@@ -1030,23 +1241,34 @@ class Batches:
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.x, self.lengths, self.y = to_tensors(w, norm, encode_y)
+        rows, first = used_rows(w.rows, w.first, w.lengths)
+        if norm is not None:
+            rows, pad = norm.apply_rows(rows), norm.pad_values(w.n_channels)
+        else:
+            pad = np.zeros(w.n_channels, np.float32)
+        y = encode_y(w.y) if encode_y is not None else w.y
+        self.rows = torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+        self.first = torch.from_numpy(first)
+        self.lengths = torch.from_numpy(w.lengths)
+        self.y = torch.from_numpy(np.ascontiguousarray(y))
+        self.pad = torch.from_numpy(pad)[:, None]  # (C, 1)
+        self.size = w.size
         self.windows = w  # the source windows (raw targets, entities) for metrics
         self.norm = norm
         self.device = torch.device(device)
-        nbytes = sum(t.numel() * t.element_size() for t in (self.x, self.lengths, self.y))
+        nbytes = sum(t.numel() * t.element_size() for t in self._all())
         self.resident = fits_on_device(nbytes, self.device)
         if self.resident:
-            self.x, self.lengths, self.y = (t.to(self.device) for t in self._all())
-        elif self.device.type == "cuda":
-            self.x, self.lengths, self.y = (t.pin_memory() for t in self._all())
+            self.rows, self.first, self.lengths, self.y, self.pad = (
+                t.to(self.device) for t in self._all()
+            )
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last = drop_last
         self.epoch = 0
-        self.full_length = bool((self.lengths == self.x.shape[-1]).all()) if len(self) else True
+        self.full_length = bool((self.lengths == self.size).all()) if len(self) else True
 
     def _all(self):
-        return self.x, self.lengths, self.y
+        return self.rows, self.first, self.lengths, self.y, self.pad
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -1070,17 +1292,44 @@ class Batches:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
         return torch.randperm(n, generator=g)
 
+    def gather(self, first, lengths):
+        """(n, C, L) float32 windows from their first rows and lengths, on the rows' device:
+        one gather of ``first + min(j, length - 1)`` per position and channel, the padding
+        value beyond each length."""
+        import torch
+
+        dev = self.rows.device
+        n_ch, size = self.rows.shape[1], self.size
+        pos = torch.arange(size, device=dev)
+        r = first[:, None] + torch.minimum(pos[None, :], (lengths[:, None] - 1).clamp_min(0))
+        flat = r[:, None, :] * n_ch + torch.arange(n_ch, device=dev)[None, :, None]
+        x = self.rows.reshape(-1)[flat]  # (n, C, L)
+        if not self.full_length:
+            x = torch.where((pos[None, :] < lengths[:, None])[:, None, :], x, self.pad)
+        return x
+
     def take(self, i):
         """The batch of windows at indices `i` (a 1-D index tensor): (x, lengths or None, y) on
         the device."""
-        i = i.to(self.x.device)
-        x, ln, y = self.x[i], self.lengths[i], self.y[i]
+        i = i.to(self.first.device)
+        ln, y = self.lengths[i], self.y[i]
+        x = self.gather(self.first[i], ln)
         if not self.resident:
-            nb = self.device.type == "cuda"
-            x, ln, y = (t.to(self.device, non_blocking=nb) for t in (x, ln, y))
+            x, ln, y = (t.to(self.device) for t in (x, ln, y))
         return x, (None if self.full_length else ln), y
 
     def __iter__(self):
         order = self.order()
         for b in range(self.n_batches()):
             yield self.take(order[b * self.batch_size : (b + 1) * self.batch_size])
+
+
+def used_rows(rows: np.ndarray, first: np.ndarray, lengths: np.ndarray):
+    """(the rows some window holds a valid sample of, each window's first row among them): a
+    split keeps only its own entities' samples. No copy when every row is used."""
+    first = np.asarray(first, np.int64)
+    used = coverage(first, lengths, len(rows)) > 0
+    if used.all():
+        return rows, first
+    new = np.cumsum(used) - 1
+    return rows[used], new[first].astype(np.int64)

@@ -5,8 +5,9 @@ for Time Series Classification", KDD 2021) convolves each window with 84 fixed k
 9 (weights -1, with three positions at 2) at a set of dilations, on a random subset of the
 channels per (kernel, dilation), and keeps the proportion of positive values (PPV) of the
 output minus a bias per feature; the biases are quantiles of the convolution output of a random
-training window. A ridge model on the features (sklearn's ``RidgeClassifierCV`` / ``RidgeCV``,
-its regularisation chosen by efficient leave-one-out on the training windows) reads them out.
+training window. A ridge model on the features (what sklearn's ``RidgeClassifierCV`` /
+``RidgeCV`` fit, its regularisation chosen by efficient leave-one-out on the training windows;
+computed by `cnnlstm.baseline.ridge_gcv` without their float64 copies) reads them out.
 
 Everything fitted is a buffer, so the model is saved as safetensors and rebuilt like the
 CNN-RNN family (no pickle); its forward returns the task's encoded outputs (class scores,
