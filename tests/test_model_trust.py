@@ -282,7 +282,10 @@ def test_tampered_artifact_is_refused_and_runs_nothing(trained, client, tmp_path
 
 LEGACY_LOADER = """\
 # a models-from-code file as cnnlstm logged them before pins (emulated: its own class)
+from typing import Any
+
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models import set_model
 
 
@@ -292,7 +295,9 @@ class Legacy(mlflow.pyfunc.PythonModel):
 
         self.m = CnnLstmModel.from_file(context.artifacts["weights"], "cpu")
 
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         return self.m.predict(context, model_input, params)
 
 
