@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,6 +405,7 @@ def fit(
         shards = ddp.RankBatches(train, dist)
 
     progress = _progress(cfg.progress and main)
+    t_start = time.perf_counter()
     with progress:
         bar = progress.add_task("train", total=(cfg.epochs - run.start_epoch) * steps)
         for epoch in range(run.start_epoch, cfg.epochs):
@@ -427,7 +429,9 @@ def fit(
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 # "*" marks the best epoch so far only where its weights will be restored
                 mark = stop.best["epoch"] if cfg.restore_best else -1
-                progress.console.print(_fmt_row(row, stop.monitor, mark))
+                spent = time.perf_counter() - t_start
+                eta = spent / (epoch + 1 - run.start_epoch) * (cfg.epochs - epoch - 1)
+                progress.console.print(_fmt_row(row, stop.monitor, mark, cfg.epochs, spent, eta))
             last = epoch == cfg.epochs - 1 or stop.stopped
             if ckpt_path and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 run.save(ckpt_path, epoch, config_hash)
@@ -440,10 +444,27 @@ def fit(
     )
 
 
-def _fmt_row(row: dict[str, float], monitor: str, best_epoch: int) -> str:
-    parts = [f"epoch {row['epoch'] + 1:3d}"] + [
+def _clock(s: float) -> str:
+    m, s = divmod(round(s), 60)
+    return f"{m}:{s:02d}"
+
+
+def _fmt_row(
+    row: dict[str, float],
+    monitor: str,
+    best_epoch: int,
+    epochs: int | None = None,
+    spent: float | None = None,
+    eta: float | None = None,
+) -> str:
+    """One line per epoch: ``epoch 3/25 | train_loss ... | val_... | 0:41 elapsed, 5:12 left``
+    ("*": the best epoch so far, where its weights are the ones kept)."""
+    of = f"/{epochs}" if epochs else ""
+    parts = [f"epoch {row['epoch'] + 1:3d}{of}"] + [
         f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr")
     ]
+    if spent is not None:
+        parts.append(f"{_clock(spent)} elapsed" + (f", {_clock(eta)} left" if eta else ""))
     return " | ".join(parts) + (" *" if best_epoch == row["epoch"] else "")
 
 

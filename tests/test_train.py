@@ -569,3 +569,17 @@ def test_model_artifact_of_another_format_version_is_refused(tmp_path):
     atomic_write_bytes(tmp_path / "old.safetensors", st_save(tensors, metadata=header))
     with pytest.raises(CheckpointError, match="cnnlstm-model/1.*retrain"):
         load_model(tmp_path / "old.safetensors")
+
+
+def test_epoch_line_shows_the_total_elapsed_and_time_left():
+    from cnnlstm.loop import _fmt_row
+
+    row = {"epoch": 2, "train_loss": 0.5, "lr": 1e-3, "val_macro_f1": 0.9}
+    line = _fmt_row(row, "val_macro_f1", 2, epochs=25, spent=41.2, eta=312.0)
+    assert line == (
+        "epoch   3/25 | train_loss 0.5000 | val_macro_f1 0.9000 | 0:41 elapsed, 5:12 left *"
+    )
+    last = {"epoch": 24, "train_loss": 0.25, "lr": 1e-3}
+    assert _fmt_row(last, "train_loss", -1, 25, 500.0, 0.0) == (
+        "epoch  25/25 | train_loss 0.2500 | 8:20 elapsed"
+    )
