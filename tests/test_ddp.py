@@ -190,11 +190,11 @@ def test_two_ranks_take_disjoint_halves_one_run_and_match_one_process(lake_dir, 
 
     # (b) exactly one MLflow run, FINISHED, with rank 0's curves: one point per epoch
     uri = f"sqlite:///{d / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["ddp"], output_format="list")
+    client = mlflow.MlflowClient(uri)  # not mlflow.set_tracking_uri: that outlives the test
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert [r.info.run_id for r in runs] == [m["mlflow_run_id"]]
     assert runs[0].info.status == "FINISHED"
-    hist = mlflow.MlflowClient(uri).get_metric_history(m["mlflow_run_id"], "train_loss")
+    hist = client.get_metric_history(m["mlflow_run_id"], "train_loss")
     assert sorted(h.step for h in hist) == [0, 1, 2]
 
     # (c) the same weights and curves as one process, within the tolerance (module docstring)
