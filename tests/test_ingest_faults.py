@@ -83,7 +83,7 @@ def test_failure_mid_commit_leaves_no_unreferenced_file(tmp_path: Path, monkeypa
         tmp_path / "in" / "a.csv", HEADER + _row("d1", 0) + _row("d2", 0) + _row("d3", 0)
     )
     b = write_source(tmp_path / "in" / "b.csv", HEADER + _row("d4", 0))
-    real = Lake.write_parquet
+    real = Lake.write_parquet_hashed  # how ingest writes a partition (with its hash)
     written: list[str] = []
 
     def second_partition_fails(self, df, rel, compression="zstd"):
@@ -93,7 +93,7 @@ def test_failure_mid_commit_leaves_no_unreferenced_file(tmp_path: Path, monkeypa
                 raise OSError(errno.EIO, "injected I/O error writing the second partition")
         return real(self, df, rel, compression)
 
-    monkeypatch.setattr(Lake, "write_parquet", second_partition_fails)
+    monkeypatch.setattr(Lake, "write_parquet_hashed", second_partition_fails)
     (rep,) = ingest(cfg, [str(a)]).files
     assert rep.outcome != "committed" and len(written) == 2
     assert Lake(cfg.lake_uri).records() == []

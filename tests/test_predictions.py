@@ -125,7 +125,7 @@ def test_scan_after_a_score_killed_at_the_watermark(
 
 
 def test_docs_and_run_summary_recommend_the_committed_reader(tmp_path: Path) -> None:
-    from flows.cli import _summary_text
+    from flows.cli import _summary_lines
 
     root = Path(__file__).resolve().parents[1]
     for doc in ("README.md", "docs/mlflow.md"):
@@ -143,6 +143,9 @@ def test_docs_and_run_summary_recommend_the_committed_reader(tmp_path: Path) -> 
             "committed": 1,
             "skipped": 0,
             "rejected": 0,
+            "failed": 0,
+            "retry": 0,
+            "rows_read": 10,
         },
         "train": {"weights_epoch": 1, "epochs_run": 1, "device": "cpu"},
         "score": {
@@ -154,6 +157,7 @@ def test_docs_and_run_summary_recommend_the_committed_reader(tmp_path: Path) -> 
             "output": str(tmp_path / "predictions"),
         },
     }
-    text = _summary_text(summary, cfg, tmp_path / "run", tmp_path / "c.yaml")
+    lines = _summary_lines(summary, cfg, tmp_path / "run", tmp_path / "c.yaml", width=400)
+    text = "\n".join(line.plain for line in lines)
     assert f"cnnlstm.predictions.scan('{tmp_path / 'predictions'}')" in text
     assert "scan_parquet" not in text

@@ -85,7 +85,8 @@ def first(project: Path) -> subprocess.CompletedProcess:
 
 
 def _counts(project: Path) -> tuple[int, list[str]]:
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)  # not the process's registry of earlier tests
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, max_results=1000)
     versions = sorted(str(mv.version) for mv in client.search_model_versions("name='hapt-run'"))
@@ -128,7 +129,7 @@ def test_run_shows_progress_and_a_summary_that_fits(first) -> None:
 
 def test_second_run_is_up_to_date_and_json(project: Path, first) -> None:
     runs, versions = _counts(project)
-    assert versions == ["1"]
+    assert versions == ["1"], _plain(first.stderr)[-3000:]
     p = _run(project, "--json")
     assert p.returncode == 0, p.stderr[-4000:]
     doc = json.loads(p.stdout)  # stdout is exactly one JSON document (logs went to stderr)
