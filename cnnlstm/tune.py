@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,11 @@ def _sampler(space: dict[str, dict[str, Any]], n_trials: int, seed: int):
         len(s["choices"]) for s in space.values() if s.get("type", "categorical") == "categorical"
     ]
     if len(sizes) == len(space) and math.prod(sizes) <= n_trials:
-        return optuna.samplers.BruteForceSampler(seed=seed)  # small grid: try every point
+        # small grid: try every point. Optuna marks this sampler experimental (a warning on
+        # every tune); it is the right tool here and its interface is pinned by our tests
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.BruteForceSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 

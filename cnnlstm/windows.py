@@ -1247,7 +1247,10 @@ class Batches:
         else:
             pad = np.zeros(w.n_channels, np.float32)
         y = encode_y(w.y) if encode_y is not None else w.y
-        self.rows = torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+        rows = np.ascontiguousarray(rows, np.float32)
+        if not rows.flags.writeable:  # read-only (e.g. from Arrow): torch needs its own copy
+            rows = rows.copy()
+        self.rows = torch.from_numpy(rows)
         self.first = torch.from_numpy(first)
         self.lengths = torch.from_numpy(w.lengths)
         self.y = torch.from_numpy(np.ascontiguousarray(y))
