@@ -42,12 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import C, K, NaiveCNNRNN, T, WindowDataset, default_model  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from train_throughput import (  # noqa: E402
+    C,
+    K,
+    NaiveCNNRNN,
+    T,
+    WindowDataset,
+    _device_line,
+    _sync,
+    default_model,
+    pick_device,
+)
 
 
 def _opt(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -122,13 +127,6 @@ def _timed(v, steps: int, bs: int, device) -> float:
     return steps * bs / (time.perf_counter() - t0)
 
 
-def _device_line(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"cuda: {p.name} ({p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
-    return f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-
-
 def _cell(vals: list[float]) -> str:
     if not vals:
         return "-"
@@ -151,13 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = pick_device(args.device)
     gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cudnn.benchmark = True
     sizes = args.batch_sizes or ([1024, 4096, 16384, 32768] if gpu else [256])
     steps = args.steps or (30 if gpu else 3)
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)

@@ -178,6 +178,16 @@ def bench_default(x_dev, y_dev, cell, bs, steps, warmup, device, amp, arch="seri
     return steps * bs / (time.perf_counter() - t0)
 
 
+def pick_device(name: str) -> torch.device:
+    """auto: CUDA when present (cuDNN autotuning on), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
 def _device_line(device: torch.device) -> str:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
@@ -223,13 +233,8 @@ def main() -> None:
     # the issue's naive pipeline has 4 loader workers even where torch suggests fewer
     warnings.filterwarnings("ignore", message="This DataLoader will create")
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = pick_device(args.device)
     gpu = device.type == "cuda"
-    if gpu:
-        torch.backends.cudnn.benchmark = True
     sizes = args.batch_sizes or ([1024, 2048, 4096, 8192, 16384] if gpu else [256, 1024])
     steps = args.steps or (30 if gpu else 3)
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
