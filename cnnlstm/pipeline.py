@@ -249,7 +249,7 @@ def _resume_for(out_dir: Path, job: dict[str, str], cfg: Config, resume: bool | 
         marker = json.loads((out_dir / JOB_MARKER).read_text())
     except (OSError, ValueError):
         return False
-    same = marker.get("job") == job[JOB_TAG] and marker.get("progress") == cfg.train.progress
+    same = marker.get("job") == job[JOB_TAG]
     if not same and (out_dir / "checkpoint").exists():
         log.info("%s holds a checkpoint of another job: training afresh", out_dir)
     return same
@@ -261,7 +261,6 @@ def _write_marker(out_dir: Path, job: dict[str, str], cfg: Config, state: str, r
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = {
         "job": job[JOB_TAG],
-        "progress": cfg.train.progress,
         "state": state,
         "mlflow_run_id": run_id,
     }

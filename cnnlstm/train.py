@@ -269,7 +269,11 @@ def train_from_config(
 
     sections = ("window", "model", "train", "task")
     config_dump = {k: cfg.model_dump(mode="json")[k] for k in sections}
-    chash = config_hash(config_dump, channels, {k: len(v) for k, v in prep.parts.items()})
+    # train.progress is display only: a checkpoint resumes with the display on or off
+    hashed = config_dump | {
+        "train": {k: v for k, v in config_dump["train"].items() if k != "progress"}
+    }
+    chash = config_hash(hashed, channels, {k: len(v) for k, v in prep.parts.items()})
     owned = not tracker.in_run
     with tracker.run(name=cfg.data.name, tags=run_tags(cfg)) if owned else nullcontext():
         tracker.log_params(flatten_params(config_dump) | {"data.name": cfg.data.name})
