@@ -137,6 +137,7 @@ def run_one(task: str, seed: int, budget: float | None, epochs: int | None) -> d
         wall = time.perf_counter() - t0
     metric = study["metric"]
     b = m.get("baseline", {})
+    same = study["preset"] == "minirocket"  # the chosen model is the baseline: no second copy
     return {
         "task": task,
         "seed": seed,
@@ -144,10 +145,19 @@ def run_one(task: str, seed: int, budget: float | None, epochs: int | None) -> d
         "preset": study["preset"],
         "val_per_preset": {t["params"]["model.preset"]: t["value"] for t in study["trials"]},
         "auto_test": m["test"].get(metric),
-        "baseline_test": (b.get("test") or {}).get(metric),
+        "baseline_test": m["test"].get(metric) if same else (b.get("test") or {}).get(metric),
+        "baseline_is_model": same,
         "auto_seconds": wall,
-        "baseline_fit_seconds": b.get("fit_seconds"),
+        "baseline_fit_seconds": m.get("fit_seconds") if same else b.get("fit_seconds"),
     }
+
+
+def _run_job(job: tuple[str, int, float | None, int | None, int]) -> dict:
+    import torch
+
+    task, seed, budget, epochs, threads = job
+    torch.set_num_threads(threads)
+    return run_one(task, seed, budget, epochs)
 
 
 def main() -> None:
@@ -158,6 +168,10 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=float, default=None, help="seconds for each auto choice")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="(task, seed) runs at a time, cores/jobs threads each"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default: dated file)")
     args = ap.parse_args()
     tasks = args.tasks or (
         (["freq", "level", "rul"] if args.generated or not args.hapt else [])
@@ -165,33 +179,44 @@ def main() -> None:
     )
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    jobs = [(t, s, args.budget, args.epochs, threads) for t in tasks for s in args.seeds]
     rows = []
     print(
         f"{'task':<8}{'seed':>5}  {'preset':<16}{'metric':<10}{'auto test':>10}"
         f"{'baseline':>10}{'auto s':>9}{'base s':>8}"
     )
-    for t in tasks:
-        for s in args.seeds:
-            r = run_one(t, s, args.budget, args.epochs)
-            rows.append(r)
-            print(
-                f"{t:<8}{s:>5}  {r['preset']:<16}{r['metric']:<10}{r['auto_test']:>10.4f}"
-                f"{(r['baseline_test'] or float('nan')):>10.4f}{r['auto_seconds']:>9.0f}"
-                f"{(r['baseline_fit_seconds'] or float('nan')):>8.1f}",
-                flush=True,
-            )
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"))
+        results = pool.map(_run_job, jobs)
+    else:
+        results = map(_run_job, jobs)
+    for r in results:
+        rows.append(r)
+        print(
+            f"{r['task']:<8}{r['seed']:>5}  {r['preset']:<16}{r['metric']:<10}"
+            f"{r['auto_test']:>10.4f}{(r['baseline_test'] or float('nan')):>10.4f}"
+            f"{r['auto_seconds']:>9.0f}{(r['baseline_fit_seconds'] or float('nan')):>8.1f}"
+            + ("  (baseline = the chosen model)" if r["baseline_is_model"] else ""),
+            flush=True,
+        )
     for t in tasks:
         rs = [r for r in rows if r["task"] == t]
         a = np.mean([r["auto_test"] for r in rs])
         b = np.mean([r["baseline_test"] for r in rs if r["baseline_test"] is not None] or [np.nan])
         print(f"mean {t}: auto {a:.4f}  baseline {b:.4f}  ({rs[0]['metric']}, {len(rs)} seeds)")
-    out = ROOT / "benchmarks" / "results" / f"quality-{datetime.now(UTC):%Y-%m-%d}.json"
+    stamp = f"{datetime.now(UTC):%Y-%m-%d}-{'-'.join(tasks)}"
+    out = args.out or ROOT / "benchmarks" / "results" / f"quality-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "machine": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "load_average": os.getloadavg(),
+        "jobs": args.jobs,
+        "threads_per_job": threads,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }

@@ -179,7 +179,7 @@ _RESERVED = {"entity_id", "timestamp", "label", "date"}
 
 class CsvOptions(_Strict):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    quote_char: str | None = '"'
+    quote_char: str | None = Field(default='"', min_length=1, max_length=1)
     null_values: list[str] = Field(default_factory=lambda: [""])
     header: bool = Field(
         default=True, description="the first line (after skip_rows) names the fields"

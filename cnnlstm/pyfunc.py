@@ -115,7 +115,7 @@ class CnnLstmModel:
     def predict_frame(self, df: pl.DataFrame, batch_size: int = 4096) -> pl.DataFrame:
         """Raw readings (polars) -> predictions (polars), one row per window."""
         w, truth = self.windows(df)
-        out = self.forward(w.x, w.lengths, batch_size)
+        out = self.forward(w, w.lengths, batch_size)
         return format_predictions(self.meta, self.task, w, out, truth)
 
     def evaluate_frame(self, df: pl.DataFrame, batch_size: int = 4096) -> dict[str, Any]:
@@ -125,13 +125,15 @@ class CnnLstmModel:
         if truth is None:
             raise ValueError("evaluate_frame needs readings with labels / targets")
         keep = _has_truth(truth)
-        out = self.forward(w.x, w.lengths, batch_size)
+        out = self.forward(w, w.lengths, batch_size)
         graded = w.subset(np.flatnonzero(keep))
         graded.y = truth[keep]
         return self.task.evaluate(out[keep], graded)
 
-    def forward(self, x: np.ndarray, lengths: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Normalise and run the network on (N, C, L) windows: the task's per-window outputs.
+    def forward(self, x, lengths: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Normalise and run the network on windows, dense ``(N, C, L)`` or a
+        `cnnlstm.windows.Windows` view (gathered one batch at a time, so the overlapping windows
+        are never all materialised): the task's per-window outputs.
 
         One input buffer of ``batch_size`` windows on the model's device is reused by every batch
         (normalised in place: the same float32 ``(x - center) / scale`` as training's
@@ -149,21 +151,26 @@ class CnnLstmModel:
             return np.zeros(shape, np.float32)
         norm = self.meta.norm()
         dev = self.device if self.device is not None else torch.device("cpu")
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # no copy
+        if isinstance(x, np.ndarray):
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # no copy
+            batch = lambda i, k: xt[i : i + k]  # noqa: E731
+            C, L = xt.shape[1], xt.shape[2]
+        else:  # a Windows view: gather each batch from the shared stream rows
+            batch = lambda i, k: torch.from_numpy(x.gather(slice(i, i + k)))  # noqa: E731
+            _, C, L = x.shape
         lt = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64))
-        L = xt.shape[-1]
         short = lengths < L  # windows with padding (masked after normalisation)
         center = torch.from_numpy(norm.center).to(dev).view(1, -1, 1)
         scale = torch.from_numpy(norm.scale).to(dev).view(1, -1, 1)
         bs = max(1, min(int(batch_size), n))
-        buf = torch.empty((bs, xt.shape[1], L), dtype=torch.float32, device=dev)
+        buf = torch.empty((bs, C, L), dtype=torch.float32, device=dev)
         pos = torch.arange(L, device=dev)
         out: np.ndarray | None = None
         with torch.inference_mode():
             for i in range(0, n, bs):
                 k = min(bs, n - i)
                 xb = buf[:k]
-                torch.sub(xt[i : i + k].to(dev, non_blocking=True), center, out=xb)
+                torch.sub(batch(i, k).to(dev, non_blocking=True), center, out=xb)
                 xb.div_(scale)
                 lb = None
                 if short[i : i + k].any():

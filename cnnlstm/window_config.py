@@ -56,6 +56,13 @@ class SplitConfig(_Strict):
             raise ValueError(
                 f"window.split.val_fold={self.val_fold} must be < val_folds={self.val_folds}"
             )
+        if self.method == "time":
+            given = [k for k in ("val_folds", "val_group_column") if getattr(self, k) is not None]
+            if given:  # the time split cuts each entity's span: it has no groups to deal
+                raise ValueError(
+                    f"window.split.{given[0]} applies to method entity or column, not time "
+                    "(the time split validates on the val_fraction after each training span)"
+                )
         return self
 
 

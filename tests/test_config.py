@@ -72,6 +72,15 @@ def test_bundled_hapt_config_loads() -> None:
         ({"lake": {"max_file_bytes": 0}}, ["lake.max_file_bytes", "greater than 0"]),
         ({"lake": {"uri": "  "}}, ["lake.uri", "lake.uri is empty"]),
         ({"data": {"csv": {"delimiter": ";;"}}}, ["data.csv.delimiter"]),
+        ({"data": {"csv": {"quote_char": "''"}}}, ["data.csv.quote_char", "at most 1"]),
+        (
+            {"window": {"split": {"method": "time", "val_folds": 3}}},
+            ["window.split.val_folds applies to method entity or column, not time"],
+        ),
+        (
+            {"window": {"split": {"method": "time", "val_group_column": "user"}}},
+            ["window.split.val_group_column applies to method entity or column"],
+        ),
         ({"lake": {"compression": "brotli"}}, ["lake.compression"]),
     ],
 )

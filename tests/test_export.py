@@ -160,3 +160,21 @@ def test_minirocket_exports_with_a_fixed_length(hapt_lake, tmp_path):
     want = model.forward(x, lengths)
     assert (got.argmax(1) == want.argmax(1)).all()
     assert np.abs(got - want).max() <= 1e-2 * max(1.0, float(np.abs(want).max()))
+
+
+def test_forward_gathers_windows_per_batch_like_the_dense_path(trained):
+    """Scoring hands `forward` the Windows view (each batch gathered from the shared stream rows,
+    never every overlapping window at once): the same outputs as the dense (N, C, L) array."""
+    model = CnnLstmModel.from_file(trained.out / "model.safetensors", "cpu")
+    readings = scan_readings(trained.cfg.lake_uri).filter(pl.col("split") == "test").collect()
+    w, _ = model.windows(readings)
+    assert len(w) > 20
+    dense = model.forward(w.x, w.lengths, batch_size=7)
+    viewed = model.forward(w, w.lengths, batch_size=7)
+    np.testing.assert_array_equal(viewed, dense)
+    # padded windows too (a view over hand-made rows, lengths below the size)
+    x, lengths = _padded_windows(model, trained.cfg)
+    from cnnlstm.windows import Windows
+
+    v = Windows(x, lengths)
+    np.testing.assert_array_equal(model.forward(v, lengths, 4), model.forward(x, lengths, 4))
