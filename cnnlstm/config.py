@@ -105,9 +105,16 @@ TimestampFormat = Literal["iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", 
 
 
 class TimestampSpec(_Strict):
-    """How the source expresses time. Everything becomes UTC microseconds in the lake."""
+    """How the source expresses time. Everything becomes UTC microseconds in the lake.
 
-    column: str
+    ``format: sample_index`` without a ``column`` numbers each row by its 0-based position in
+    its file (rows later quarantined count too): arrays and recordings without a time column."""
+
+    column: str | None = Field(
+        default=None,
+        description="the source column of time; may be omitted (null) only with format "
+        "sample_index: each row's 0-based position in its file is then its sample index",
+    )
     format: TimestampFormat = "iso"
     timezone: str = Field(
         default="UTC", description="zone assumed for ISO strings without an offset"
@@ -121,6 +128,12 @@ class TimestampSpec(_Strict):
     def _sample_index_needs_rate(self) -> TimestampSpec:
         if self.format == "sample_index" and (self.sample_rate_hz is None or self.start is None):
             raise ValueError("data.timestamp.format=sample_index needs sample_rate_hz and start")
+        if self.column is None and self.format != "sample_index":
+            raise ValueError(
+                f"data.timestamp.column is required with format {self.format}; only "
+                "format sample_index may omit it (each row's position in its file is then its "
+                "sample index)"
+            )
         return self
 
 
@@ -208,6 +221,26 @@ class CsvOptions(_Strict):
         return self
 
 
+class RenameRule(_Strict):
+    """One step of data.rename: ``re.sub(pattern, to, name)`` on every source column name."""
+
+    pattern: str = Field(description="regex searched in each source column name")
+    to: str = Field(description="its replacement (re.sub: \\1 or \\g<name> refer to groups)")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RenameRule:
+        try:
+            re.compile(self.pattern).sub(self.to, "")  # the replacement is checked here too
+        except (re.error, IndexError) as e:
+            raise ValueError(
+                f"data.rename: pattern {self.pattern!r} / to {self.to!r} is not valid: {e}"
+            ) from e
+        return self
+
+
+DEFAULT_INCLUDE = ("*.csv", "*.csv.gz", "*.parquet", "*.pq", "*.mat", "*.npy", "*.npz")
+
+
 class DataConfig(_Strict):
     """Maps landing-file columns to the readings contract."""
 
@@ -232,10 +265,10 @@ class DataConfig(_Strict):
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     include: list[str] = Field(
-        default_factory=lambda: ["*.csv", "*.csv.gz", "*.parquet", "*.pq"],
+        default_factory=lambda: list(DEFAULT_INCLUDE),
         min_length=1,
         description="file name patterns read when a folder is ingested (e.g. '*.txt'); files "
-        "other than .gz and Parquet are read as CSV text",
+        "other than .gz, Parquet, .mat, .npy and .npz are read as CSV text",
     )
     exclude: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDE),
@@ -244,6 +277,11 @@ class DataConfig(_Strict):
     )
     path_columns: PathColumns | None = Field(
         default=None, description="metadata columns from each file's path"
+    )
+    rename: list[RenameRule] = Field(
+        default_factory=list,
+        description="source column names rewritten, rule after rule, in every file before the "
+        "config's columns are looked up (e.g. a per-file prefix removed)",
     )
     follow_symlinks: bool = Field(
         default=False,
@@ -296,7 +334,9 @@ class DataConfig(_Strict):
         return [c.name for c in self.channels]
 
     def required_source_columns(self) -> list[str]:
-        cols = [c.src for c in self.channels] + [self.timestamp.column]
+        cols = [c.src for c in self.channels]
+        if self.timestamp.column is not None:  # none: sample_index by row position
+            cols.append(self.timestamp.column)
         if self.entity.column:
             cols.append(self.entity.column)
         for p in self.entity.parts or []:

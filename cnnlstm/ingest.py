@@ -1,4 +1,5 @@
-"""Ingest landing files (CSV, CSV.gz, Parquet) into the readings lake.
+"""Ingest landing files (CSV, CSV.gz, Parquet, MATLAB .mat, NumPy .npy/.npz) into the
+readings lake.
 
 Per source file::
 
@@ -38,7 +39,7 @@ import xxhash
 
 from cnnlstm import __version__
 from cnnlstm.config import Config, DataConfig
-from cnnlstm.formats import NOT_TEXT, ROW, FileRejected, read_source
+from cnnlstm.formats import HEAD, NOT_TEXT, ROW, FileRejected, is_text, read_source
 from cnnlstm.formats import text as csv_text
 from cnnlstm.formats.base import CLIP, clip
 from cnnlstm.formats.gz import gunzip
@@ -314,7 +315,7 @@ def _ingest_one(
         rep.accepted = good.height
         rep.quarantined = quarantine.height
         rep.check_accounting()
-        if quarantine.height and _parsed_numbers(src, source):
+        if quarantine.height and _parsed_numbers(src, source, data):
             raw = data if data is not None else _read_again(lf, source)
             quarantine = _with_source_text(quarantine, raw, source, cfg)
         lake.write_hint(hint, rep.sha256)
@@ -569,7 +570,8 @@ def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
 
 def mapping_fingerprint(d: DataConfig) -> str:
     """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
-    channels and their ranges, label, metadata columns, CSV dialect, path columns). Part of a
+    channels and their ranges, label, metadata columns, CSV dialect, path columns, rename;
+    denormals when not the default). Part of a
     source's ledger key: after a fix of these, the same file is read again."""
     keys = (
         "entity",
@@ -587,6 +589,8 @@ def mapping_fingerprint(d: DataConfig) -> str:
     }
     if d.denormals != "quarantine":  # only when not the default: earlier keys stay valid
         doc["denormals"] = d.denormals
+    if d.rename:  # likewise only when given
+        doc["rename"] = dump["rename"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -712,9 +716,10 @@ def _typed_path_value(name: str, raw: str | None, kind: str, rel: str) -> Any:
     return raw
 
 
-def _parsed_numbers(src: pl.DataFrame, source: str) -> bool:
-    """Did the fast CSV path parse numbers (so ``raw`` would show reformatted values)?"""
-    is_csv = not source.lower().endswith((".parquet", ".pq"))
+def _parsed_numbers(src: pl.DataFrame, source: str, data: bytes | None) -> bool:
+    """Did the fast CSV path parse numbers (so ``raw`` would show reformatted values)?
+    ``data``: the file's bytes (None: a plain local CSV, parsed from the file)."""
+    is_csv = data is None or is_text(source, data[:HEAD])
     return is_csv and any(dt != pl.String for c, dt in src.schema.items() if c != ROW)
 
 
@@ -782,9 +787,15 @@ def _to_number(df: pl.DataFrame, col: str, dtype: pl.DataType) -> tuple[pl.Expr,
 
 def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | None]:
     ts = cfg.timestamp
-    col, src = ts.column, df.schema[ts.column]
-    raw = pl.col(col)
     leap: pl.Expr | None = None  # ISO text with second 60
+    if ts.column is None:  # sample_index by position: the row's 0-based place in its file
+        # (`_row` counts every data row of the file in its original order, quarantined ones
+        # too, so a bad row does not shift the samples after it)
+        raw = pl.col(ROW) - 1
+        col, src = ROW, pl.Int64()
+    else:
+        col, src = ts.column, df.schema[ts.column]
+        raw = pl.col(col)
     if ts.format == "iso":
         if isinstance(src, pl.Datetime):
             e = (
@@ -815,7 +826,7 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
         leap = s.str.contains(LEAP_SECOND)
         typed = pl.when(~leap).then(typed)
     elif ts.format == "sample_index":
-        n, err = _to_number(df, col, pl.Int64)
+        n = raw if ts.column is None else _to_number(df, col, pl.Int64)[0]
         assert ts.start is not None and ts.sample_rate_hz is not None
         start = datetime.fromisoformat(ts.start.replace("Z", "+00:00"))
         if start.tzinfo is None:

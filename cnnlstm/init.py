@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from cnnlstm.config import DEFAULT_EXCLUDE, CsvOptions, config_from_dict
+from cnnlstm.config import DEFAULT_INCLUDE as CONFIG_INCLUDE
 from cnnlstm.formats import ROW, FileRejected
 from cnnlstm.formats.text import (
     INDEX_COLUMN,
@@ -36,7 +37,7 @@ from cnnlstm.formats.text import (
 )
 from cnnlstm.ingest import ISO_AWARE, ISO_NAIVE, file_stem
 
-DEFAULT_INCLUDE = ["*.csv", "*.csv.gz", "*.parquet", "*.pq"]
+DEFAULT_INCLUDE = list(CONFIG_INCLUDE)  # data.include unless the files need more
 # file endings read as data (everything else in the folder is listed and ignored)
 DATA_ENDINGS = (
     ".csv.gz",
@@ -776,10 +777,16 @@ def infer(
     cands.sort(key=lambda x: x[0], reverse=True)
     if cands:
         _, ts_col, ts_fmt, ts_by = cands[0]
+    elif len(facts.rates) == 1:  # rows are samples at the stated rate: time from the position
+        ts_fmt = "sample_index"
+        d.comments["timestamp.format"] = (
+            "no column looks like time: each row's position in its file is its sample index"
+        )
     else:
         d.todos.append("data.timestamp: no column looks like time (ISO text, epoch or an index)")
         ts_col, ts_fmt = (everywhere[0].name if everywhere else "time"), "iso"
-    ts: dict[str, Any] = {"column": ts_col, "format": ts_fmt}
+    ts: dict[str, Any] = {"format": ts_fmt} if ts_col is None else {"column": ts_col}
+    ts["format"] = ts_fmt
     others = [n for _, n, _, _ in cands[1:4]]
     rate: float | None = None
     if ts_fmt == "sample_index":
@@ -797,7 +804,8 @@ def infer(
             )
         ts["start"] = "1970-01-01T00:00:00Z"
         d.comments["timestamp.start"] = "the instant of sample 0: the epoch if the files hold none"
-    used.add(ts_col)
+    if ts_col is not None:
+        used.add(ts_col)
 
     # entity: a column under which time is ordered and unique (several streams per file)
     ent_col = None

@@ -161,6 +161,24 @@ def test_hapt_agrees_with_the_hand_written_config(tmp_path: Path):
     assert "as README.md states" in text and "size: 128" in text
 
 
+def test_no_time_column_and_a_stated_rate_give_time_from_the_row_position(tmp_path: Path):
+    """Vibration-style files: float channels only, a README stating the rate. The draft reads
+    time from each row's position (sample_index without a column) and ingests every row."""
+    land = tmp_path / "landing"
+    for k in (1, 2):
+        rows = [f"{np.sin(i / 3 + k):.4f},{np.cos(i / 5 + k):.4f}" for i in range(40)]
+        write_source(land / f"bearing{k}.csv", "DE,FE\n" + "\n".join(rows) + "\n")
+    (land / "README.md").write_text("Drive-end accelerometer sampled at 12000 Hz.\n")
+    data, text = init_and_ingest(tmp_path, land, 80)
+    assert data["timestamp"] == {
+        "format": "sample_index",
+        "sample_rate_hz": 12000,
+        "start": "1970-01-01T00:00:00Z",
+    }
+    assert "position in its file is its sample index" in text
+    assert [c["name"] for c in data["channels"]] == ["DE", "FE"]
+
+
 def test_readme_facts_and_stem_patterns(tmp_path: Path):
     (tmp_path / "README.txt").write_text(
         "Sampled at 100 Hz. Columns: `ax`, `ay` and az (m/s^2); temp (degC); id (see notes)\n"

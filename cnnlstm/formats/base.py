@@ -1,7 +1,10 @@
-"""What every format reader shares: the file-level rejection, the row-number column, the check
-that a file has the columns the config needs, and `clip` for quoting file contents in reasons."""
+"""What every format reader shares: the file-level rejection, the row-number column, the
+renaming of source columns (data.rename), the check that a file has the columns the config
+needs, and `clip` for quoting file contents in reasons."""
 
 from __future__ import annotations
+
+import re
 
 from cnnlstm.config import DataConfig
 
@@ -40,3 +43,33 @@ def check_columns(names: list[str], cfg: DataConfig) -> None:
                     f"{d!r}-separated but data.csv.delimiter is {cfg.csv.delimiter!r}"
                 )
     raise FileRejected(f"missing required columns {missing}; the file has {clip_names(names)}")
+
+
+def rename_columns(names: list[str], cfg: DataConfig, notes: list[str] | None = None) -> list[str]:
+    """``names`` after data.rename (each rule's ``re.sub`` in order, on every name). Two names
+    that become one, or a name that becomes empty, reject the file naming them; the file's
+    notes say which names changed."""
+    rules = [(re.compile(r.pattern), r.to) for r in cfg.rename]
+    if not rules:
+        return names
+    out = []
+    for n in names:
+        new = n
+        for rx, to in rules:
+            new = rx.sub(to, new)
+        if not new:
+            raise FileRejected(f"data.rename turns the column {clip(n)!r} into an empty name")
+        out.append(new)
+    first: dict[str, str] = {}
+    for old, new in zip(names, out, strict=True):
+        if new in first:
+            raise FileRejected(
+                f"data.rename gives two columns the name {clip(new)!r}: {clip(first[new])!r} "
+                f"and {clip(old)!r}"
+            )
+        first[new] = old
+    changed = [f"{clip(a)} -> {clip(b)}" for a, b in zip(names, out, strict=True) if a != b]
+    if changed and notes is not None:
+        more = f" and {len(changed) - MAX_NAMES} more" if len(changed) > MAX_NAMES else ""
+        notes.append(f"renamed by data.rename: {', '.join(changed[:MAX_NAMES])}{more}")
+    return out

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names
+from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names, rename_columns
 
 
 def matches(source: str, head: bytes) -> bool:
@@ -21,10 +21,12 @@ def matches(source: str, head: bytes) -> bool:
 def read(
     data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int, notes=None
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    return read_parquet(data, cfg, max_rows), []
+    return read_parquet(data, cfg, max_rows, notes), []
 
 
-def read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
+def read_parquet(
+    data: bytes, cfg: DataConfig, max_rows: int, notes: list[str] | None = None
+) -> pl.DataFrame:
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
         if pf.metadata.num_rows > max_rows:
@@ -42,6 +44,8 @@ def read_parquet(data: bytes, cfg: DataConfig, max_rows: int) -> pl.DataFrame:
     names = table.column_names
     if len(set(names)) != len(names):
         raise FileRejected(f"duplicate column names: {clip_names(names)}")
+    names = rename_columns(names, cfg, notes)
+    table = table.rename_columns(names)
     check_columns(names, cfg)
     df = pl.from_arrow(_decode_dictionaries(table))
     assert isinstance(df, pl.DataFrame)

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names
+from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names, rename_columns
 from schemas.readings import EXTRA_DTYPES
 
 
@@ -158,6 +158,7 @@ def read_csv(
     names = layout.names
     if len(set(names)) != len(names):
         raise FileRejected(f"duplicate column names in the header: {clip_names(names)}")
+    names = layout.names = rename_columns(names, cfg, notes)  # the frame's names from here on
     check_columns(names, cfg)
     if data is not None and layout.data_rows_seen == 0:
         raise FileRejected("header only: no data rows")
@@ -187,11 +188,13 @@ def numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:
     # becomes inf and is quarantined as non-finite; quarantined rows keep their source text
     # (see _with_source_text)
     ov: dict[str, pl.DataType] = {ch.src: pl.Float64() for ch in cfg.channels}
-    fmt = cfg.timestamp.format
-    if fmt in ("epoch_us", "epoch_ns", "sample_index"):
-        ov[cfg.timestamp.column] = pl.Int64()
+    fmt, ts_col = cfg.timestamp.format, cfg.timestamp.column
+    if ts_col is None:  # sample_index by row position: no time column
+        pass
+    elif fmt in ("epoch_us", "epoch_ns", "sample_index"):
+        ov[ts_col] = pl.Int64()
     elif fmt in ("epoch_s", "epoch_ms"):
-        ov[cfg.timestamp.column] = pl.Float64()
+        ov[ts_col] = pl.Float64()
     if cfg.label is not None and cfg.label.dtype in ("int", "float"):
         ov[cfg.label.column] = pl.Float64()  # int labels may be written 1.0; checked in mapping
     for name, kind in cfg.columns.items():
