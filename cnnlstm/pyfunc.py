@@ -114,7 +114,9 @@ class CnnLstmModel:
 
     def predict_frame(self, df: pl.DataFrame, batch_size: int = 4096) -> pl.DataFrame:
         """Raw readings (polars) -> predictions (polars), one row per window."""
-        w, truth = self.windows(df)
+        # a target derived from the time to each entity's end (window.target_from_end) is no
+        # truth for readings that do not end at the event (machines in service): not derived
+        w, truth = make_windows(self.meta, self.task, df, derive_truth=False)
         out = self.forward(w, w.lengths, batch_size)
         return format_predictions(self.meta, self.task, w, out, truth)
 
@@ -232,14 +234,17 @@ def _has_truth(truth: np.ndarray) -> np.ndarray:
     return t >= 0
 
 
-def make_windows(meta: ModelArtifact, task, df: pl.DataFrame):
+def make_windows(meta: ModelArtifact, task, df: pl.DataFrame, derive_truth: bool = True):
     """Every window of the readings (cut once, with the stored window config) and the true
     target of each by the task's label rules (-1 / NaN where a window has none), or None when
-    the input carries no labels or targets."""
+    the input carries no labels or targets (or, with ``derive_truth`` false, when the target
+    would only be derived from the time to each entity's end: ``window.target_from_end``)."""
     from cnnlstm.windows import cut_windows
 
     df = _clean_input(meta, df)
     wcfg = meta.window_config().model_copy(update={"label_names_column": None})
+    if not derive_truth and wcfg.target_from_end is not None:
+        wcfg = wcfg.model_copy(update={"target_from_end": None})
     cut = cut_windows(df, list(meta.channels), wcfg, horizon=task.horizon_rows)
     w = cut.windows
     if not task.has_truth(cut):  # no labels / target column in the input: nothing to grade

@@ -121,6 +121,12 @@ class WindowConfig(_Strict):
     target_column: str | None = Field(
         default=None, description="numeric column regressed at the window end (regression_end)"
     )
+    target_from_end: Literal["seconds", "samples"] | None = Field(
+        default=None,
+        description="instead of target_column: the target is derived as the time (seconds) or "
+        "the number of samples from each row to its entity's last row (remaining useful life of "
+        "run-to-failure recordings)",
+    )
     horizon: int = Field(default=1, gt=0, description="steps ahead predicted (forecast)")
     target_channels: list[str] | None = Field(
         default=None, description="channels forecast (default: all)"
@@ -145,10 +151,29 @@ class WindowConfig(_Strict):
     normalize: Literal["standard", "robust", "none"] = "standard"
     split: SplitConfig = Field(default_factory=SplitConfig)
 
+    @property
+    def target(self) -> str | None:
+        """What is regressed, for messages and plots: the column, or ``time_to_end_<unit>``."""
+        if self.target_from_end is not None:
+            return f"time_to_end_{self.target_from_end}"
+        return self.target_column
+
     @model_validator(mode="after")
     def _check(self) -> WindowConfig:
-        if self.label == "regression_end" and not self.target_column:
-            raise ValueError("window.target_column is required for label=regression_end")
+        if self.target_from_end is not None and self.target_column:
+            raise ValueError(
+                "window.target_from_end and window.target_column: give one (the target is "
+                "either derived from the time to the entity's end or read from a column)"
+            )
+        if self.target_from_end is not None and self.label != "regression_end":
+            raise ValueError(
+                f"window.target_from_end is for label=regression_end, not {self.label}"
+            )
+        if self.label == "regression_end" and not self.target:
+            raise ValueError(
+                "window.target_column (or window.target_from_end) is required for "
+                "label=regression_end"
+            )
         if self.short == "pad" and self.min_length > self.size:
             raise ValueError("window.min_length must be <= window.size")
         if len(set(self.derived)) != len(self.derived):

@@ -674,7 +674,14 @@ def _streams(
         values = sorted(lab.drop_nulls().unique().to_list())
         lut = {v: i for i, v in enumerate(values)}
         extra["code"] = lab.replace_strict(lut, default=-1, return_dtype=pl.Int64).to_numpy()
-    if cfg.target_column and cfg.target_column in df.columns:
+    if cfg.target_from_end is not None:  # derived: from each row to its entity's last row
+        if cfg.target_from_end == "seconds":
+            left = (pl.col("timestamp").max().over("entity_id") - pl.col("timestamp")).dt
+            expr = left.total_microseconds().cast(pl.Float64) / 1e6
+        else:  # rows after this one in the entity's stream (sorted by time)
+            expr = pl.len().over("entity_id") - 1 - pl.int_range(pl.len()).over("entity_id")
+        extra["target"] = df.select(expr.cast(pl.Float64)).to_series().to_numpy()
+    elif cfg.target_column and cfg.target_column in df.columns:
         extra["target"] = df[cfg.target_column].cast(pl.Float64).to_numpy()
     tag_values: dict[str, np.ndarray] = {}
     for c in row_columns:  # codes (-1: null), carried through null cuts and resampling

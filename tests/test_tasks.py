@@ -410,3 +410,88 @@ def test_reconstruction_anomaly_without_labels_uses_a_score_quantile(tmp_path):
     pf = CnnLstmModel.from_file(tmp_path / "run" / "model.safetensors", "cpu")
     pred = pf.predict_frame(readings)
     assert pred["label"].null_count() == pred.height and pred["predicted"].sum() > 0
+
+
+@pytest.mark.parametrize("unit", ["seconds", "samples"])
+def test_target_from_end_is_the_time_left_to_each_entitys_last_row(unit):
+    """window.target_from_end derives a remaining-useful-life target from the readings alone
+    (run-to-failure files carry none): at each window's last sample, the seconds or the samples
+    left to the entity's last row, gaps counted in seconds, not in samples."""
+    from cnnlstm.windows import build_windows
+
+    ms_b = np.r_[np.arange(4) * 500, 5000 + np.arange(4) * 500]  # a 3.5 s gap after row 3
+    readings = make_readings(
+        {"a": np.arange(10.0), "b": np.arange(8.0)},
+        step_ms=500,
+        timestamps={"a": np.arange(10) * 500, "b": ms_b},
+    )
+    wcfg = WindowConfig(size=4, stride=2, label="regression_end", target_from_end=unit)
+    task = make_task({"kind": "regress"}, wcfg)
+    w = build_windows(readings, ["c0"], wcfg, task).windows
+    got = {
+        (str(e), float(x)): float(y)
+        for e, x, y in zip(w.entity, w.gather(slice(None))[:, 0, -1], w.y[:, 0], strict=True)
+    }
+    # keyed by (entity, the window's last value = its row number)
+    want = {
+        "seconds": {
+            ("a", 3): 3.0,
+            ("a", 5): 2.0,
+            ("a", 7): 1.0,
+            ("a", 9): 0.0,
+            ("b", 3): 5.0,
+            ("b", 7): 0.0,
+        },
+        "samples": {
+            ("a", 3): 6.0,
+            ("a", 5): 4.0,
+            ("a", 7): 2.0,
+            ("a", 9): 0.0,
+            ("b", 3): 4.0,
+            ("b", 7): 0.0,
+        },
+    }[unit]
+    assert got == {(e, float(r)): v for (e, r), v in want.items()}
+    assert wcfg.target == f"time_to_end_{unit}"
+
+
+def test_target_from_end_config_errors():
+    with pytest.raises(ValueError, match="give one"):
+        WindowConfig(label="regression_end", target_column="rul", target_from_end="seconds")
+    with pytest.raises(ValueError, match="target_from_end is for label=regression_end"):
+        WindowConfig(label="majority", target_from_end="seconds")
+    with pytest.raises(ValueError, match="target_column \\(or window.target_from_end\\)"):
+        WindowConfig(label="regression_end")
+
+
+def test_target_from_end_trains_like_the_remaining_life_column(tmp_path):
+    """`_rul` units are sampled once a second and their `rul` column counts the rows left, so a
+    run with `window.target_from_end: samples` on readings *without* that column trains on the
+    same targets: the same metrics. Scoring does not derive a truth (readings in service do not
+    end at a failure), where the column run reports one."""
+    from cnnlstm.pyfunc import CnnLstmModel
+    from cnnlstm.train import train_from_config
+
+    common = {"size": 16, "stride": 8, "label": "regression_end"}
+    common["split"] = {"method": "column", "val_fraction": 0.25}
+    runs = {}
+    for name, target, readings in [
+        ("column", {"target_column": "rul"}, _rul(6)),
+        ("derived", {"target_from_end": "samples"}, _rul(6).drop("rul")),
+    ]:
+        cfg = _cfg(
+            tmp_path / name,
+            ["c0", "c1"],
+            data={"columns": {"split": "string"} | ({"rul": "float"} if name == "column" else {})},
+            window=common | target,
+            task={"kind": "regress", "target": {"clip_max": 125}},
+            train={"epochs": 2, "patience": None},
+        )
+        m = train_from_config(cfg, tmp_path / name / "run", readings=readings)
+        runs[name] = m
+        pf = CnnLstmModel.from_file(tmp_path / name / "run" / "model.safetensors", "cpu")
+        pred = pf.predict_frame(readings.filter(pl.col("split") == "test"))
+        assert pred.height > 0
+        assert pred["label"].null_count() == (pred.height if name == "derived" else 0)
+    assert runs["derived"]["test"]["rmse"] == runs["column"]["test"]["rmse"]
+    assert runs["derived"]["val"]["rmse"] == runs["column"]["val"]["rmse"]

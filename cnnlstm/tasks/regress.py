@@ -31,14 +31,17 @@ class Regress(Task):
 
     @classmethod
     def check_config(cls, window, refit_full) -> None:
-        if not window.target_column:
-            raise ValueError("task.kind=regress needs window.target_column (the value regressed)")
+        if not window.target:
+            raise ValueError(
+                "task.kind=regress needs window.target_column (the value regressed) or "
+                "window.target_from_end"
+            )
 
     def has_truth(self, cut) -> bool:
         return cut.target is not None
 
     def targets(self, cut, classes=None) -> Targets:
-        y, keep = labels.end_target(cut, self.window.target_column)
+        y, keep = labels.end_target(cut, self.window.target)
         return Targets(y, keep)
 
     # ---- the target transform ----------------------------------------------------------------
@@ -154,6 +157,6 @@ class Regress(Task):
                 w.y[g, 0],
                 self.decode(ctx["outs"][part])[g, 0],
                 out / f"predicted_vs_true_{part}.png",
-                f"{part}: predicted vs true ({self.window.target_column})",
+                f"{part}: predicted vs true ({self.window.target})",
             )
         ]
