@@ -214,8 +214,8 @@ class CsvOptions(_Strict):
 
     @model_validator(mode="after")
     def _names(self) -> CsvOptions:
-        if not self.header and not self.names:
-            raise ValueError("data.csv.header: false needs data.csv.names")
+        # header: false without names is checked in DataConfig (data.wide names fields by
+        # their position)
         if self.names is not None and len(set(self.names)) != len(self.names):
             raise ValueError(f"data.csv.names has duplicates: {self.names}")
         return self
@@ -238,7 +238,77 @@ class RenameRule(_Strict):
         return self
 
 
-DEFAULT_INCLUDE = ("*.csv", "*.csv.gz", "*.parquet", "*.pq", "*.mat", "*.npy", "*.npz")
+class WideLayout(_Strict):
+    """data.wide: each row of a file is one univariate series and its value columns are the
+    series' time points (UCR .tsv/.txt, Kaggle-style CSV, wide Parquet). Rows are melted into
+    long rows ``series``, ``position``, the value column (`value_name`) and every other column
+    of the row (the label, metadata) before the per-row validation (`formats.wide`)."""
+
+    id_column: str | None = Field(
+        default=None,
+        description="the column naming each series: its value is the column series (default: "
+        "the row's 0-based number among the file's data rows)",
+    )
+    value_columns: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="the value columns, in time order (default: every column the config does "
+        "not name otherwise)",
+    )
+    value_pattern: str | None = Field(
+        default=None,
+        description="instead of value_columns: a regex searched in each column name; the "
+        "matching columns, in file order, are the values",
+    )
+    value_name: str = Field(
+        default="value", min_length=1, description="the name of the melted value column"
+    )
+    whitespace: bool = Field(
+        default=False,
+        description="text files: fields are separated by runs of spaces and tabs, leading and "
+        "trailing blanks ignored (the UCR .txt layout); data.csv.delimiter is then unused",
+    )
+
+    @field_validator("id_column", mode="before")
+    @classmethod
+    def _id_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _values(self) -> WideLayout:
+        if self.value_columns is not None and self.value_pattern is not None:
+            raise ValueError("data.wide: give value_columns or value_pattern, not both")
+        if self.value_columns is not None:
+            dup = sorted({c for c in self.value_columns if self.value_columns.count(c) > 1})
+            if dup:
+                raise ValueError(f"data.wide.value_columns has duplicates: {dup}")
+            if self.id_column in self.value_columns:
+                raise ValueError(
+                    f"data.wide.id_column {self.id_column!r} is one of data.wide.value_columns"
+                )
+        if self.value_pattern is not None:
+            try:
+                re.compile(self.value_pattern)
+            except re.error as e:
+                raise ValueError(f"data.wide.value_pattern is not a valid regex: {e}") from e
+        if self.value_name in ("series", "position"):
+            raise ValueError(
+                f"data.wide.value_name {self.value_name!r} is a column the layout makes itself "
+                "(series, position)"
+            )
+        return self
+
+
+DEFAULT_INCLUDE = (
+    "*.csv",
+    "*.csv.gz",
+    "*.parquet",
+    "*.pq",
+    "*.mat",
+    "*.npy",
+    "*.npz",
+    "*.ts",
+)
 
 
 class DataConfig(_Strict):
@@ -264,11 +334,15 @@ class DataConfig(_Strict):
         default=False, description="accept null channel values (NaN and inf are always rejected)"
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    wide: WideLayout | None = Field(
+        default=None,
+        description="one series per row (columns = time points), melted into long rows",
+    )
     include: list[str] = Field(
         default_factory=lambda: list(DEFAULT_INCLUDE),
         min_length=1,
         description="file name patterns read when a folder is ingested (e.g. '*.txt'); files "
-        "other than .gz, Parquet, .mat, .npy and .npz are read as CSV text",
+        "other than .gz, Parquet, .mat, .npy, .npz and .ts are read as CSV text",
     )
     exclude: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDE),
@@ -296,6 +370,24 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _names(self) -> DataConfig:
+        if not self.csv.header and not self.csv.names and self.wide is None:
+            raise ValueError(
+                "data.csv.header: false needs data.csv.names (or data.wide, whose fields are "
+                "named by position)"
+            )
+        if self.wide is not None:
+            w = self.wide
+            if self.timestamp.column is None:
+                raise ValueError(
+                    "data.wide needs data.timestamp.column (e.g. position, with format "
+                    "sample_index): without it the time would be the row's place among all the "
+                    "melted rows of the file, not within its series"
+                )
+            if not any(c.src == w.value_name for c in self.channels):
+                raise ValueError(
+                    f"data.wide: no channel reads the melted value column {w.value_name!r} "
+                    "(data.channels[].source, or .name)"
+                )
         names = [c.name for c in self.channels]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

@@ -1,5 +1,5 @@
-"""Ingest landing files (CSV, CSV.gz, Parquet, MATLAB .mat, NumPy .npy/.npz) into the
-readings lake.
+"""Ingest landing files (CSV, CSV.gz, Parquet, MATLAB .mat, NumPy .npy/.npz, sktime .ts; one
+series per row with data.wide) into the readings lake.
 
 Per source file::
 
@@ -256,7 +256,9 @@ def _ingest_one(
     else:
         hasher = _Sha256Thread(data, path, size)
     if mapped_csv:
-        src, bad = csv_text.read_csv(None, cfg.data, path=path, notes=rep.notes)
+        src, bad = csv_text.read_csv(
+            None, cfg.data, path=path, notes=rep.notes, max_rows=cfg.lake.max_rows_per_file
+        )
     else:
         assert data is not None
         src, bad = read_source(
@@ -315,7 +317,8 @@ def _ingest_one(
         rep.accepted = good.height
         rep.quarantined = quarantine.height
         rep.check_accounting()
-        if quarantine.height and _parsed_numbers(src, source, data):
+        # (data.wide: the rows are melted, not the file's lines: raw keeps the long row)
+        if quarantine.height and cfg.data.wide is None and _parsed_numbers(src, source, data):
             raw = data if data is not None else _read_again(lf, source)
             quarantine = _with_source_text(quarantine, raw, source, cfg)
         lake.write_hint(hint, rep.sha256)
@@ -570,8 +573,8 @@ def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
 
 def mapping_fingerprint(d: DataConfig) -> str:
     """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
-    channels and their ranges, label, metadata columns, CSV dialect, path columns, rename;
-    denormals when not the default). Part of a
+    channels and their ranges, label, metadata columns, CSV dialect, path columns; rename,
+    wide and denormals when not the default). Part of a
     source's ledger key: after a fix of these, the same file is read again."""
     keys = (
         "entity",
@@ -591,6 +594,8 @@ def mapping_fingerprint(d: DataConfig) -> str:
         doc["denormals"] = d.denormals
     if d.rename:  # likewise only when given
         doc["rename"] = dump["rename"]
+    if d.wide is not None:
+        doc["wide"] = dump["wide"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -9,8 +9,10 @@ unparseable lines come back as ``(row, reason, raw text)`` for the quarantine. R
 the ingest report should say about how the file was read (variables left out, renames) to
 ``notes``.
 
-Parquet, gz (CSV inside), MATLAB .mat (`formats.mat`), NumPy .npy/.npz (`formats.npy`), and
-CSV text (`formats.text`) for everything else.
+Parquet, gz (CSV inside), MATLAB .mat (`formats.mat`), NumPy .npy/.npz (`formats.npy`), sktime
+.ts (`formats.ts`: one series per line, melted into long rows), and CSV text (`formats.text`)
+for everything else. data.wide (`formats.wide`) melts CSV text and Parquet files that hold one
+series per row.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from __future__ import annotations
 import polars as pl
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats import gz, mat, npy, parquet, text
+from cnnlstm.formats import gz, mat, npy, parquet, text, ts
 from cnnlstm.formats.base import ROW, FileRejected, check_columns
 
-READERS = [parquet, mat, npy, gz, text]
+READERS = [parquet, mat, npy, ts, gz, text]
 # every other file is read as CSV text (formats.text)
-NOT_TEXT = (".gz", ".parquet", ".pq", ".mat", ".npy", ".npz")
+NOT_TEXT = (".gz", ".parquet", ".pq", ".mat", ".npy", ".npz", ".ts")
 HEAD = 128  # bytes of a file's start given to each reader's matches()
 
 __all__ = [

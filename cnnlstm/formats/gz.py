@@ -37,7 +37,7 @@ def read(
     raw = gunzip(data, max_bytes, max_ratio)
     if len(raw) == 0:
         raise FileRejected("empty file (gzip holds 0 bytes)")
-    return text.read_csv(raw, cfg, notes=notes)
+    return text.read_csv(raw, cfg, notes=notes, max_rows=max_rows)
 
 
 def gunzip(data: bytes, max_bytes: int, max_ratio: float = DEFAULT_RATIO) -> bytes:

@@ -1,6 +1,7 @@
-"""CSV text (any extension but .gz and Parquet): the dialect of data.csv (delimiter, quotes,
+"""CSV text (any extension no other reader takes): the dialect of data.csv (delimiter, quotes,
 header or explicit names, a leading unnamed index field, skipped lines, comments), a fast polars
-path and a careful record-by-record path that quarantines ragged lines with their row number."""
+path and a careful record-by-record path that quarantines ragged lines with their row number.
+With data.wide, `formats.wide` reads the file (one series per row) and melts it into long rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from cnnlstm.config import DataConfig
+from cnnlstm.config import DataConfig, LakeConfig
+from cnnlstm.formats import wide
 from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names, rename_columns
 from schemas.readings import EXTRA_DTYPES
 
@@ -24,9 +26,10 @@ def matches(source: str, head: bytes) -> bool:
 def read(
     data: bytes, source: str, cfg: DataConfig, max_bytes: int, max_rows: int, notes=None
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
-    return read_csv(data, cfg, notes=notes)
+    return read_csv(data, cfg, notes=notes, max_rows=max_rows)
 
 
+MAX_ROWS_DEFAULT = LakeConfig.model_fields["max_rows_per_file"].default
 INDEX_COLUMN = "row_index"  # the name given to a leading unnamed index field
 
 
@@ -134,9 +137,17 @@ def read_csv(
     cfg: DataConfig,
     path: str | None = None,
     notes: list[str] | None = None,
+    max_rows: int | None = None,
 ) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
-    ``path`` (only the first 1 MiB is read here, for the header checks)."""
+    ``path`` (only the first 1 MiB is read here, for the header checks). With data.wide the
+    file is read and melted by `formats.wide` (``max_rows`` caps the melted rows)."""
+    if cfg.wide is not None:
+        if data is None:
+            assert path is not None
+            with open(path, "rb") as f:
+                data = f.read()
+        return wide.read_text(data, cfg, max_rows or MAX_ROWS_DEFAULT, notes)
     if data is None:
         assert path is not None
         with open(path, "rb") as f:
