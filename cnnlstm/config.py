@@ -193,6 +193,12 @@ _RESERVED = {"entity_id", "timestamp", "label", "date"}
 class CsvOptions(_Strict):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote_char: str | None = Field(default='"', min_length=1, max_length=1)
+    whitespace: bool = Field(
+        default=False,
+        description="fields are separated by runs of spaces and tabs, leading and trailing "
+        "blanks ignored (space-aligned text: the NASA turbofan files, the UCR .txt layout); "
+        "delimiter and quote_char are then unused",
+    )
     null_values: list[str] = Field(default_factory=lambda: [""])
     header: bool = Field(
         default=True, description="the first line (after skip_rows) names the fields"
@@ -263,12 +269,6 @@ class WideLayout(_Strict):
     value_name: str = Field(
         default="value", min_length=1, description="the name of the melted value column"
     )
-    whitespace: bool = Field(
-        default=False,
-        description="text files: fields are separated by runs of spaces and tabs, leading and "
-        "trailing blanks ignored (the UCR .txt layout); data.csv.delimiter is then unused",
-    )
-
     @field_validator("id_column", mode="before")
     @classmethod
     def _id_str(cls, v: Any) -> Any:

@@ -737,7 +737,10 @@ def _with_source_text(
         data = gunzip(data, cfg.lake.max_file_bytes)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    opts = csv_text.read_opts(cfg.data, csv_text.read_layout(data[: 1 << 20], cfg.data, None))
+    dcfg = cfg.data
+    if dcfg.csv.whitespace:
+        data, dcfg = csv_text.whitespace_as_tabs(data, dcfg)
+    opts = csv_text.read_opts(dcfg, csv_text.read_layout(data[: 1 << 20], dcfg, None))
     text = pl.read_csv(data, **opts).with_row_index(ROW, offset=1)
     raw = text.select(
         pl.col(ROW).cast(pl.Int64).alias("source_row"),

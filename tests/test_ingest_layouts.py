@@ -12,7 +12,7 @@ import pytest
 from conftest import lake_frame, make_config, write_source
 
 from cnnlstm.ingest import ingest
-from cnnlstm.lake import expand_sources
+from cnnlstm.lake import expand_sources, scan_quarantine
 
 
 def _rows(n: int, t0: int = 0, label=None) -> str:
@@ -231,3 +231,44 @@ def test_one_constant_stream_split_by_file(tmp_path: Path, entity):
     assert ingest(cfg, [str(land)]).clean
     m = train_from_config(cfg, tmp_path / "run")
     assert m["n_windows"]["test"] == 400 // 25 and m["n_windows"]["train"] == 1200 // 25
+
+
+def test_space_aligned_text_with_trailing_blanks(tmp_path: Path):
+    """csv.whitespace: the NASA turbofan layout (fields split by one or more blanks, two blanks
+    at each line's end, no header, no clock: the cycle is the sample index). Without it every
+    line is ragged; with it the rows are exact, and a bad value is quarantined with its text."""
+    lines = [
+        "1 1 -0.0007 -0.0004 100.0 518.67 641.82  ",
+        "1 2  0.0019 -0.0003 100.0 518.67 642.15  ",
+        "1 3 -0.0043  0.0003 100.0 518.67 oops    ",
+        "2 1  0.0010\t0.0000 100.0 518.67 642.35  ",
+    ]
+    src = write_source(tmp_path / "train_FD001.txt", "\n".join(lines) + "\n")
+    names = ["unit", "cycle", "os1", "os2", "os3", "t2", "t24"]
+    data = {
+        "entity": {"column": "unit"},
+        "timestamp": {
+            "column": "cycle",
+            "format": "sample_index",
+            "sample_rate_hz": 1,
+            "start": "1970-01-01T00:00:00Z",
+        },
+        "channels": [{"name": n} for n in names[2:]],
+        "label": None,
+        "csv": {"header": False, "names": names},
+    }
+    ragged = make_config(tmp_path / "plain", data=data)
+    (rep,) = ingest(ragged, [str(src)]).files
+    assert (rep.accepted, rep.quarantined) == (0, 4)  # 9 fields where 7 are named
+
+    cfg = make_config(tmp_path / "ws", data=data | {"csv": data["csv"] | {"whitespace": True}})
+    (rep,) = ingest(cfg, [str(src)]).files
+    assert (rep.outcome, rep.rows_read, rep.accepted, rep.quarantined) == ("committed", 4, 3, 1)
+    got = lake_frame(cfg)
+    assert got["entity_id"].to_list() == ["1", "1", "2"]
+    assert [t.second for t in got["timestamp"].to_list()] == [1, 2, 1]
+    assert got["os1"].to_list() == pytest.approx([-0.0007, 0.0019, 0.0010])
+    assert got["t24"].to_list() == pytest.approx([641.82, 642.15, 642.35])
+    q = scan_quarantine(cfg.lake_uri).collect()
+    assert q["source_row"].to_list() == [3]
+    assert "t24" in q["reason"][0] and "oops" in q["raw"][0]

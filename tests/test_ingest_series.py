@@ -234,9 +234,9 @@ def test_ucr_txt_whitespace_separated_with_trailing_nans(tmp_path: Path):
     )
     cfg = _wide_config(
         tmp_path,
-        {"whitespace": True},
+        {},
         {"column": "c0", "dtype": "int"},
-        csv={"header": False},
+        csv={"header": False, "whitespace": True},
     )
     (rep,) = ingest(cfg, [str(src)]).files
     assert counts(rep) == ("committed", 6, 6, 0, 0)
@@ -364,7 +364,7 @@ def test_wide_config_errors_name_the_key(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"data\.wide\.bogus|wide\.bogus"):
         _wide_config(tmp_path, {"bogus": 1}, None)
     plain = _wide_config(tmp_path, {}, None)
-    other = _wide_config(tmp_path, {"whitespace": True}, None)
+    other = _wide_config(tmp_path, {"value_pattern": "^c"}, None)
     assert mapping_fingerprint(plain.data) != mapping_fingerprint(other.data)
 
 

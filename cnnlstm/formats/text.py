@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,12 @@ def read_csv(
             with open(path, "rb") as f:
                 data = f.read()
         return wide.read_text(data, cfg, max_rows or MAX_ROWS_DEFAULT, notes)
+    if cfg.csv.whitespace:  # fields split at runs of blanks: read as tab-separated text
+        if data is None:
+            assert path is not None
+            with open(path, "rb") as f:
+                data = f.read()
+        data, cfg = whitespace_as_tabs(data, cfg)
     if data is None:
         assert path is not None
         with open(path, "rb") as f:
@@ -191,6 +198,19 @@ def read_csv(
         if bom:
             data = data[3:]
     return read_csv_careful(data, layout, cfg)
+
+
+_EDGE_BLANKS = re.compile(rb"^[ \t]+|[ \t]+(?=\r?$)", re.M)
+_BLANK_RUNS = re.compile(rb"[ \t]+")
+
+
+def whitespace_as_tabs(data: bytes, cfg: DataConfig) -> tuple[bytes, DataConfig]:
+    """``data.csv.whitespace``: the text with each line's leading and trailing blanks removed
+    and every run of spaces and tabs made one tab (lines keep their numbers), and the config
+    that reads it (tab-separated, no quoting)."""
+    data = _BLANK_RUNS.sub(b"\t", _EDGE_BLANKS.sub(b"", data))
+    csv_opts = cfg.csv.model_copy(update={"delimiter": "\t", "quote_char": None})
+    return data, cfg.model_copy(update={"csv": csv_opts})
 
 
 def numeric_overrides(cfg: DataConfig) -> dict[str, pl.DataType]:

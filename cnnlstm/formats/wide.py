@@ -20,7 +20,7 @@ quarantined row ("no values").
 Text files: no header (``data.csv.header: false``) names the fields by position, ``c0``,
 ``c1``, ... (``data.csv.names``, if given, names the leading fields instead); fields are
 separated by data.csv.delimiter (a line holding the quote character is split by the csv module,
-quotes honoured), or with data.wide.whitespace by runs of spaces and tabs. A line with more
+quotes honoured), or with data.csv.whitespace by runs of spaces and tabs. A line with more
 fields than the header names is quarantined ("ragged line"); fewer fields are a shorter series.
 Blank lines and comment lines hold no series.
 
@@ -66,7 +66,7 @@ def _decode(data: bytes) -> str:
 
 def _split_one(line: str, cfg: DataConfig) -> list[str]:
     """One line's fields (the header, or a line holding the quote character)."""
-    if cfg.wide is not None and cfg.wide.whitespace:
+    if cfg.csv.whitespace:
         return line.split()
     c = cfg.csv
     rec = next(
@@ -116,7 +116,7 @@ def read_text(
         }
     )
     bad: list[tuple[int, str, str]] = []  # (record, reason, raw)
-    if w.whitespace:
+    if c.whitespace:
         frame = frame.with_columns(_tok=lines.str.extract_all(r"\S+"))
     else:
         frame = frame.with_columns(_tok=lines.str.split(c.delimiter))
