@@ -18,23 +18,24 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import yaml
 
-from cnnlstm.config import DEFAULT_EXCLUDE, CsvOptions, config_from_dict
-from cnnlstm.config import DEFAULT_INCLUDE as CONFIG_INCLUDE
-from cnnlstm.formats import ROW, FileRejected
-from cnnlstm.formats.text import (
-    INDEX_COLUMN,
-    looks_indexed,
-    read_csv_careful,
-    read_layout,
-    read_opts,
+from cnnlstm.config import (
+    DEFAULT_EXCLUDE,
+    CsvOptions,
+    DataConfig,
+    EntitySpec,
+    TimestampSpec,
+    config_from_dict,
 )
+from cnnlstm.config import DEFAULT_INCLUDE as CONFIG_INCLUDE
+from cnnlstm.formats import ROW, FileRejected, read_source
+from cnnlstm.formats.text import INDEX_COLUMN, looks_indexed, read_csv
 from cnnlstm.ingest import ISO_AWARE, ISO_NAIVE, file_stem
 
 DEFAULT_INCLUDE = list(CONFIG_INCLUDE)  # data.include unless the files need more
@@ -52,7 +53,19 @@ DATA_ENDINGS = (
     ".log",
     ".parquet",
     ".pq",
+    ".mat",
+    ".npy",
+    ".npz",
+    ".ts",
 )
+# how a file is read: "table" (CSV text, Parquet), "array" (.mat, .npy, .npz: variables as
+# columns, no time column) or "ts" (sktime .ts: one series per line); a folder is drafted for
+# the kind most of its files have
+KINDS = {".mat": "array", ".npy": "array", ".npz": "array", ".ts": "ts"}
+ARRAY_MAX_BYTES = 256 << 20  # .mat/.npy/.npz files are read whole (their layout needs it)
+WIDE_MIN_COLUMNS = 50  # a headerless text file with more numeric fields: one series per row
+MAX_SERIES_WINDOW = 512  # a window over a whole series, at most this long
+EPOCH = "1970-01-01T00:00:00Z"
 DELIMITERS = [",", "\t", ";", "|", " "]
 COMMENT_PREFIXES = ("#", "//", "%")
 SPLIT_VALUES = {"train", "test", "val", "valid", "validation", "dev", "training", "testing"}
@@ -63,6 +76,7 @@ LABEL_HINTS = {"label", "labels", "activity", "class", "state", "target", "y", "
 LABEL_HINTS |= {"fault", "anomaly", "category", "gesture", "outcome", "occupancy"}
 ENTITY_HINTS = {"device", "unit", "id", "sensor", "machine", "engine", "entity", "station"}
 ENTITY_HINTS |= {"node", "asset", "subject", "patient", "vehicle", "meter", "recording"}
+RATE_HINTS = {"fs", "hz", "rate", "samplerate", "sampling", "srate", "sr"}
 GENERIC_DIRS = {"landing", "data", "raw", "input", "inbox", "incoming", "files"}
 BOOL_VALUES = {"true", "false", "yes", "no"}
 
@@ -73,6 +87,8 @@ class InitError(ValueError):
 
 # ------------------------------------------------------------------------------------------------
 # small helpers
+
+MAX_WINDOW = 1024  # samples: 2.56 s of a 12 kHz vibration signal would be 30,720
 
 
 def _tokens(name: str) -> set[str]:
@@ -103,6 +119,8 @@ def _q(v: Any) -> str:
     if isinstance(v, int | float):
         return repr(v)
     s = str(v)
+    if s == "\t":
+        return '"\\t"'
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", s) and yaml.safe_load(s) == s:
         return s
     return "'" + s.replace("'", "''") + "'"
@@ -110,6 +128,30 @@ def _q(v: Any) -> str:
 
 def _num(x: float) -> str:
     return f"{x:.6g}"
+
+
+def _flow(v: Any) -> str:
+    """A YAML flow value: mappings as ``{k: v, ...}``, the rest as `_q`."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_q(k)}: {_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_flow(x) for x in v) + "]"
+    return _q(v)
+
+
+def _kind(name: str) -> str:
+    return KINDS.get(_ending(name) or "", "table")
+
+
+def permissive(csv_opts: CsvOptions | None = None) -> DataConfig:
+    """A data config that requires no column: the readers (`cnnlstm.formats`) then give every
+    column of a file, named as ingest names them. Built unvalidated (it names no channel)."""
+    return DataConfig.model_construct(
+        entity=EntitySpec.model_construct(constant="x"),
+        timestamp=TimestampSpec.model_construct(format="sample_index"),
+        channels=[],
+        csv=csv_opts or CsvOptions(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,6 +284,7 @@ def _head(path: Path, max_bytes: int) -> bytes:
 @dataclass
 class Dialect:
     delimiter: str = ","
+    whitespace: bool = False  # fields split at runs of blanks (data.csv.whitespace)
     header: bool = True
     names: list[str] | None = None
     skip_rows: int = 0
@@ -252,6 +295,7 @@ class Dialect:
     def options(self) -> CsvOptions:
         return CsvOptions(
             delimiter=self.delimiter,
+            whitespace=self.whitespace,
             header=self.header,
             names=self.names,
             skip_rows=self.skip_rows,
@@ -259,7 +303,7 @@ class Dialect:
         )
 
     def key(self) -> tuple:
-        return (self.delimiter, self.header, self.skip_rows, self.comment_prefix)
+        return (self.delimiter, self.whitespace, self.header, self.skip_rows, self.comment_prefix)
 
 
 def sniff(text: str) -> Dialect:
@@ -275,21 +319,26 @@ def sniff(text: str) -> Dialect:
     content = [ln for ln in lines if not (d.comment_prefix and ln.startswith(d.comment_prefix))]
     if not content:
         return d
+    # split at runs of blanks: one field count on (nearly) every line, and no quotes to honour
+    ws_recs = [ln.split() for ln in content]
+    ws_skip = None if any('"' in ln for ln in content) else _fits(ws_recs)
     best = None
     for delim in DELIMITERS:
         recs = list(csv.reader(content, delimiter=delim))
-        counts = [len(r) for r in recs]
-        body = counts[1:] or counts
-        mode, n_mode = Counter(body).most_common(1)[0]
-        if mode < 2 or n_mode < 0.9 * len(body):
+        skip = _fits(recs)
+        if skip is None:
             continue
-        skip = 0
-        while skip < len(counts) - 1 and counts[skip] not in (mode, mode - 1) and skip < 10:
-            skip += 1
-        if counts[skip] not in (mode, mode - 1):
-            continue
+        if delim in (" ", "\t") and ws_skip is not None and any("" in r for r in recs[skip:]):
+            break  # empty fields between blanks (aligned columns, trailing blanks): whitespace
         best = (delim, recs[skip:], skip)
         break
+    if best is None and ws_skip is not None:
+        d.whitespace = True
+        best = (",", ws_recs[ws_skip:], ws_skip)
+        d.notes.append(
+            "fields separated by runs of blanks (csv.whitespace): no single delimiter splits "
+            "the lines into one field count without empty fields"
+        )
     if best is None:
         d.notes.append("TODO: no delimiter among , tab ; | space splits the lines consistently")
         return d
@@ -312,24 +361,32 @@ def sniff(text: str) -> Dialect:
             )
     elif not rows:
         header = all(not _is_num(v) for v in first)
+    if all(_is_num(v) for v in first):
+        header = False  # a header names fields: a line of numbers is data
     d.header = header
     if not header:
-        d.names = [f"col{i}" for i in range(width)]
+        d.names = [f"c{i}" for i in range(width)]
     return d
 
 
+def _fits(recs: list[list[str]]) -> int | None:
+    """The lines to skip before records split into one field count (a header may be one short:
+    a row index), or None when the split is ragged or gives one field."""
+    counts = [len(r) for r in recs]
+    body = counts[1:] or counts
+    mode, n_mode = Counter(body).most_common(1)[0]
+    if mode < 2 or n_mode < 0.9 * len(body):
+        return None
+    skip = 0
+    while skip < len(counts) - 1 and counts[skip] not in (mode, mode - 1) and skip < 10:
+        skip += 1
+    return skip if counts[skip] in (mode, mode - 1) else None
+
+
 def read_text(data: bytes, dialect: Dialect) -> pl.DataFrame:
-    """The sample read as ingest reads it (all columns as strings)."""
-    shim = SimpleNamespace(csv=dialect.options())
-    layout = read_layout(data, shim, None)  # type: ignore[arg-type]
-    try:
-        df = pl.read_csv(data, **read_opts(shim, layout))  # type: ignore[arg-type]
-        if not df.height or df[layout.names[-1]].null_count() == 0:
-            return df
-    except pl.exceptions.PolarsError:
-        pass
-    df, _ = read_csv_careful(data, layout, shim)  # type: ignore[arg-type]
-    return df.drop(ROW)
+    """The sample read as ingest reads it (`formats.text.read_csv`; all columns as strings)."""
+    df, _ = read_csv(data, permissive(dialect.options()))
+    return df.drop(ROW).select(pl.all().cast(pl.String))
 
 
 def read_parquet(path: Path, max_rows: int) -> pl.DataFrame:
@@ -572,6 +629,9 @@ class Draft:
     channel_notes: dict[str, str] = field(default_factory=dict)
     window_size: int = 64
     window_comment: str = ""
+    window_stride: int | None = None  # default: half the size
+    window: dict[str, Any] = field(default_factory=dict)  # more window keys, in order
+    window_comments: dict[str, str] = field(default_factory=dict)
 
     def todo(self, key: str, text: str) -> None:
         self.comments[key] = "TODO: " + text
@@ -611,7 +671,14 @@ def infer(
     files, others = find_files(landing)
     if not files:
         held = ", ".join(f"{n} {e}" for e, n in others.items()) or "nothing"
-        raise InitError(f"no data files (CSV, TSV, TXT, DAT, Parquet) under {landing}: {held}")
+        raise InitError(
+            f"no data files (CSV, TSV, TXT, DAT, Parquet, .mat, .npy, .npz, .ts) under {landing}: "
+            f"{held}"
+        )
+    kinds = Counter(_kind(f.name) for f in files)
+    file_kind = max(kinds, key=lambda k: (kinds[k], k == "table"))
+    left_kinds = [f.relative_to(landing).as_posix() for f in files if _kind(f.name) != file_kind]
+    files = [f for f in files if _kind(f.name) == file_kind]
     sample = _sample(files, landing, max_files)
     rel_all = [f.relative_to(landing).as_posix() for f in files]
     d = Draft()
@@ -626,7 +693,8 @@ def infer(
         else str(landing)
     )
     d.notes.append(
-        f"sampled {len(sample)} of {len(files)} files (at most {max_bytes // 1024} KiB of each)"
+        f"sampled {len(sample)} of {len(files)} files "
+        + ("(read whole)" if file_kind == "array" else f"(at most {max_bytes // 1024} KiB of each)")
     )
     if others:
         d.notes.append(
@@ -636,9 +704,21 @@ def infer(
     # ---- which files --------------------------------------------------------------------------
     endings = sorted({_ending(f.name) or "" for f in files})
     extra = [f"*{e}" for e in endings if f"*{e}" not in DEFAULT_INCLUDE]
-    if extra:
+    if left_kinds or file_kind != "table":
+        data["include"] = [f"*{e}" for e in endings]
+        d.comments["include"] = "only the kind of file drafted for" + (
+            f"; left out: {len(left_kinds)} files read another way" if left_kinds else ""
+        )
+        if left_kinds:
+            d.todos.append(
+                f"data.include: drafted for the {file_kind} files; {len(left_kinds)} other files "
+                f"(e.g. {left_kinds[:3]}) need a config of their own"
+            )
+    elif extra:
         data["include"] = DEFAULT_INCLUDE + extra
         d.comments["include"] = f"files here: {', '.join('*' + e for e in endings)}"
+    if file_kind == "ts":
+        return _draft_ts(d, landing, sample, rel_all, facts, max_bytes)
 
     # ---- read the sample ----------------------------------------------------------------------
     frames: list[pl.DataFrame] = []
@@ -647,6 +727,13 @@ def infer(
     texts: dict[str, bytes] = {}
     for f in sample:
         rel = f.relative_to(landing).as_posix()
+        if file_kind == "array":
+            try:
+                frames.append(read_array(f, d.notes, rel))
+                rels.append(rel)
+            except (OSError, FileRejected) as e:
+                d.notes.append(f"could not read {rel}: {e}")
+            continue
         try:
             if f.name.lower().endswith((".parquet", ".pq")):
                 frames.append(read_parquet(f, 20_000))
@@ -668,29 +755,41 @@ def infer(
         if odd:
             d.todos.append(f"data.csv: these files look different: {odd[:5]}")
         for n in dialect.notes:
-            d.todos.append(f"data.csv: {n}")
+            (d.todos if n.startswith("TODO") else d.notes).append(f"data.csv: {n}")
         widths = {len(dl.names) for dl, _ in dialects if dl.names}
         if dialect.names and len(widths) == 1:
-            dialect.names = [f"col{i}" for i in range(widths.pop())]
+            dialect.names = [f"c{i}" for i in range(widths.pop())]
         for rel, raw in texts.items():
             try:
                 frames.append(read_text(raw, dialect))
                 rels.append(rel)
             except (FileRejected, pl.exceptions.PolarsError, ValueError) as e:
                 d.notes.append(f"could not read {rel} with the guessed dialect: {e}")
-    frames = [f for f in frames if f.height]
+    keep = [i for i, f in enumerate(frames) if f.height]
+    frames, rels = [frames[i] for i in keep], [rels[i] for i in keep]
     if not frames:
         raise InitError(f"could not read any rows from the sampled files under {landing}")
+    if dialects and not dialect.header and not dialect.indexed and looks_wide(frames):
+        return _draft_wide(d, dialect, frames, rel_all, facts)
+    if file_kind == "array":
+        rule = guess_rename(
+            d, [(file_stem(r), f.columns) for r, f in zip(rels, frames, strict=True)]
+        )
+        if rule is not None:
+            data["rename"] = [rule]
+            rx = re.compile(rule["pattern"])
+            frames = [f.rename({c: rx.sub(rule["to"], c) for c in f.columns}) for f in frames]
     csvd: dict[str, Any] = {}
     if dialects:
-        if dialect.delimiter != ",":
+        if dialect.whitespace:
+            csvd["whitespace"] = True
+            d.comments["csv.whitespace"] = "fields separated by runs of spaces and tabs"
+        elif dialect.delimiter != ",":
             csvd["delimiter"] = dialect.delimiter
         if not dialect.header:
             csvd["header"] = False
             csvd["names"] = dialect.names
-            d.todo(
-                "csv.names", "the files have no header: name the fields (col0.. are placeholders)"
-            )
+            d.todo("csv.names", "the files have no header: name the fields (c0.. are placeholders)")
         if dialect.skip_rows:
             csvd["skip_rows"] = dialect.skip_rows
             d.comments["csv.skip_rows"] = "lines before the header that are not rows"
@@ -769,7 +868,10 @@ def infer(
         for by in [None, *[g for g in group_cands if g != c.name]]:
             if _ordered(frames, c.name, fmt, by):
                 hint = _hinted(c.name, TS_HINTS)
-                score = (hint, kind, by is None and _unique_time(frames, c.name, None))
+                # time restarts per entity, whose id holds over runs of rows (turbofan: the
+                # cycle counts 1, 2, 3 per unit); a "group" that changes every row is no entity
+                runs = by is None or _change_rate(frames, by) < 0.5
+                score = (hint, runs, kind, by is None and _unique_time(frames, c.name, None))
                 cands.append((score, c.name, fmt, by))
                 if note:
                     ts_todo = note
@@ -782,19 +884,36 @@ def infer(
         d.comments["timestamp.format"] = (
             "no column looks like time: each row's position in its file is its sample index"
         )
-    else:
-        d.todos.append("data.timestamp: no column looks like time (ISO text, epoch or an index)")
-        ts_col, ts_fmt = (everywhere[0].name if everywhere else "time"), "iso"
+    else:  # no clock in the files: each row's position in its file is its sample index
+        ts_fmt = "sample_index"
+        d.comments["timestamp.format"] = (
+            "no column looks like time (ISO text, epoch or an index): each row's position in "
+            "its file is its sample index"
+        )
     ts: dict[str, Any] = {"format": ts_fmt} if ts_col is None else {"column": ts_col}
     ts["format"] = ts_fmt
     others = [n for _, n, _, _ in cands[1:4]]
     rate: float | None = None
     if ts_fmt == "sample_index":
         stated = facts.rates
+        # a single value named as a rate (an .npz's fs, a .mat's Fs), the same in every file
+        held = [
+            c
+            for c in everywhere
+            if _tokens(c.name) & RATE_HINTS
+            and c.is_numeric
+            and c.const_in_files
+            and len(c.distinct) == 1
+            and (c.lo or 0) > 0
+        ]
         if len(stated) == 1:
             ts["sample_rate_hz"] = int(stated[0]) if stated[0].is_integer() else stated[0]
             rate = stated[0]
             d.comments["timestamp.sample_rate_hz"] = f"as {facts.source} states"
+        elif held:
+            rate = float(held[0].lo)  # type: ignore[arg-type]
+            ts["sample_rate_hz"] = int(rate) if rate.is_integer() else rate
+            d.comments["timestamp.sample_rate_hz"] = f"the files' {held[0].name!r}"
         else:
             ts["sample_rate_hz"] = 1
             d.todo(
@@ -802,7 +921,7 @@ def infer(
                 "a sample index holds no clock: set the real rate (1 Hz is a placeholder)"
                 + (f"; {facts.source} names {[_num(r) for r in stated]} Hz" if stated else ""),
             )
-        ts["start"] = "1970-01-01T00:00:00Z"
+        ts["start"] = EPOCH
         d.comments["timestamp.start"] = "the instant of sample 0: the epoch if the files hold none"
     if ts_col is not None:
         used.add(ts_col)
@@ -823,7 +942,10 @@ def infer(
             med = float(st.median())  # type: ignore[arg-type]
             big = st.filter(st > 1.5 * med)
             if ts_fmt == "sample_index":
-                d.comments["timestamp.format"] = f"integers rising by {_num(med)}: a sample index"
+                d.comments["timestamp.format"] = (
+                    f"integers rising by {_num(med)}: a sample index"
+                    + (f" (a cycle or sample counter, restarting per {ent_col})" if ent_col else "")
+                )
             else:
                 rate = 1.0 / med
                 gaps = (
@@ -856,6 +978,7 @@ def infer(
             data["entity"] = {"column": ent_col}
             d.comments["entity.column"] = (
                 f"{len(cols[ent_col].distinct)} ids, each its own stream in the files"
+                + (" (constant over runs of rows)" if _change_rate(frames, ent_col) < 0.1 else "")
             )
     elif stems_unique:
         data["entity"] = {"from_filename": stem_pattern(stems)}
@@ -880,6 +1003,8 @@ def infer(
         rows = sum(f.height for f in frames if c.name in f.columns)
         if not hint and not (c.n_distinct <= 10 and c.n_distinct <= 0.05 * rows):
             continue
+        if not hint and _change_rate(frames, c.name) > 0.2:
+            continue  # a label holds over runs of rows; this changes from row to row: a reading
         last = any(f.columns and f.columns[-1] == c.name for f in frames)
         lab_cands.append(((hint, c.is_numeric or c.boolish, last), c))
     lab_cands.sort(key=lambda x: x[0], reverse=True)
@@ -927,7 +1052,27 @@ def infer(
                 label_names = c.name
                 break
     else:
-        d.todos.append("data.label: no label-like column found (none written)")
+        folder = next(
+            (
+                g
+                for g in path_names
+                if pg.types.get(g) == "string"
+                and not g.startswith("split")
+                and 2 <= len({pg.values[r].get(g) for r in pg.values}) <= 20
+            ),
+            None,
+        )
+        if folder is not None and "label" not in cols:
+            # one class per folder (normal/, inner_race/): the label of every file in it
+            data["label"] = {"column": "label", "dtype": "string", "default_from": folder}
+            seen = sorted({str(pg.values[r].get(folder)) for r in pg.values})
+            d.todo(
+                "label.default_from",
+                f"no label column: the folder ({folder}: {seen[:8]}) is each file's label; "
+                "remove the label if it is not one",
+            )
+        else:
+            d.todos.append("data.label: no label-like column found (none written)")
 
     # ---- metadata and channels ----------------------------------------------------------------
     columns: dict[str, str] = {}
@@ -947,7 +1092,10 @@ def infer(
                 skipped.append(f"{name_} (a reserved or path column name)")
             continue
         if c.is_numeric:
-            if c.const_in_files and n_files > 1 and c.integral and len(set(c.file_values)) > 1:
+            if file_kind == "array" and c.const_in_files and c.n_distinct:
+                columns[name_] = "float"  # a single value (e.g. a recording's RPM): metadata
+                d.comments["columns"] = "single values of the files: one value per file"
+            elif c.const_in_files and n_files > 1 and c.integral and len(set(c.file_values)) > 1:
                 columns[name_] = "int"
             else:
                 channels.append(_channel(name_, c, facts))
@@ -986,10 +1134,12 @@ def infer(
 
     # ---- window -------------------------------------------------------------------------------
     if rate:
-        size = max(16, round(2.56 * rate))
+        size = min(MAX_WINDOW, max(16, round(2.56 * rate)))
         d.window_size = size
         d.window_comment = f"~{_num(size / rate)} s at {_num(rate)} Hz"
-        if size != round(2.56 * rate):
+        if size < round(2.56 * rate):  # fast signals (vibration): a few cycles are enough
+            d.window_comment += f" (at most {MAX_WINDOW} samples: raise for slower patterns)"
+        elif size != round(2.56 * rate):
             d.window_comment += " (at least 16 samples)"
     else:
         d.window_size = 64
@@ -1024,6 +1174,17 @@ def _repeats_across_files(frames: list[pl.DataFrame], col: str) -> bool:
     return any(a & b for i, a in enumerate(seen) for b in seen[i + 1 :])
 
 
+def _change_rate(frames: list[pl.DataFrame], col: str) -> float:
+    """The share of rows whose value differs from the row before (within each file)."""
+    ch = n = 0
+    for f in frames:
+        if col in f.columns and f.height > 1:
+            s = f[col]
+            ch += int((s.slice(1) != s.slice(0, s.len() - 1)).sum())
+            n += s.len() - 1
+    return ch / n if n else 0.0
+
+
 def _one_to_one(frames: list[pl.DataFrame], a: str, b: str) -> bool:
     pairs = pl.concat(
         [f.select(a, b) for f in frames if a in f.columns and b in f.columns]
@@ -1033,6 +1194,288 @@ def _one_to_one(frames: list[pl.DataFrame], a: str, b: str) -> bool:
         and pairs[a].n_unique() == pairs.height
         and pairs[b].n_unique() == pairs.height
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# array files (.mat, .npy, .npz): variables as columns
+
+
+def read_array(path: Path, notes: list[str], rel: str) -> pl.DataFrame:
+    """A .mat/.npy/.npz file read by ingest's own reader (`cnnlstm.formats`: scipy runs in its
+    child process, nothing is unpickled), columns named as ingest names them (before
+    data.rename), as strings; the reader's notes (variables left out) go to ``notes``."""
+    size = path.stat().st_size
+    if size > ARRAY_MAX_BYTES:
+        raise FileRejected(f"{size} bytes: init reads array files of at most {ARRAY_MAX_BYTES}")
+    said: list[str] = []
+    df, _ = read_source(path.read_bytes(), path.name, permissive(), 4 << 30, 500_000_000, said)
+    notes += [f"{rel}: {n}" for n in said]
+    return df.drop(ROW).head(20_000).select(pl.all().cast(pl.String))
+
+
+PREFIX_RE = re.compile(r"^([A-Za-z]*)(\d+)(_?)(?=.)")
+
+
+def guess_rename(d: Draft, names: list[tuple[str, list[str]]]) -> dict[str, str] | None:
+    """A data.rename rule that removes a per-file prefix of the column names (CWRU:
+    ``X097_DE_time`` in ``97.mat``, ``X105_DE_time`` in ``105.mat``): letters and a number, the
+    same number on every prefixed name of a file, other numbers in other files (or, with one
+    file, the number of its name). ``names``: (file stem, column names) per file."""
+    letters: Counter[str] = Counter()
+    numbers: list[int] = []
+    stem_match = True
+    odd: list[str] = []
+    for stem, cols in names:
+        hits = [m for m in (PREFIX_RE.match(c) for c in cols) if m]
+        if not hits:
+            continue
+        nums = {int(m[2]) for m in hits}
+        if len(nums) > 1:
+            odd.append(f"{stem} ({sorted({m[1] + m[2] for m in hits})})")
+            continue
+        letters.update(m[1] for m in hits)
+        numbers.append(nums.pop())
+        stem_match &= numbers[-1] in [int(t) for t in re.findall(r"\d+", stem)]
+    if not numbers or len(letters) != 1 or not (len(set(numbers)) > 1 or stem_match):
+        return None
+    rule = {"pattern": "^" + re.escape(next(iter(letters))) + r"\d+_?", "to": ""}
+    rx = re.compile(rule["pattern"])
+    for stem, cols in names:
+        new = [rx.sub("", c) for c in cols]
+        if len(set(new)) != len(new) and not any(o.startswith(stem + " ") for o in odd):
+            odd.append(stem)
+    d.comments["rename"] = "the per-file prefix off, so that the names agree across files"
+    if odd:
+        d.todos.append(
+            f"data.rename: these files hold names with different prefixes, which the rule "
+            f"gives one name (ingest rejects them): {odd[:5]}"
+        )
+    return rule
+
+
+# ------------------------------------------------------------------------------------------------
+# one series per row (UCR wide text) or per line (.ts)
+
+
+def looks_wide(frames: list[pl.DataFrame]) -> bool:
+    """Headerless text of many numeric fields whose first field is a class: few distinct whole
+    numbers (the UCR layout: one series per row, the class first)."""
+    f0 = frames[0]
+    if f0.width <= WIDE_MIN_COLUMNS:
+        return False
+    cols = profile(frames)
+    first = cols[f0.columns[0]]
+    rows = sum(f.height for f in frames)
+    if not (first.is_numeric and first.integral and first.n_distinct <= min(20, max(2, rows // 2))):
+        return False
+    rest = [c for n, c in cols.items() if n != first.name]
+    return sum(c.is_numeric for c in rest) >= 0.9 * len(rest)
+
+
+def _series_paths(d: Draft, rel_all: list[str]) -> tuple[str | None, list[str]]:
+    """path_columns for files of series: the split from names ending ``_TRAIN``/``_TEST``
+    (UCR/UEA), else what `guess_path_columns` finds. Returns the split group and its values."""
+    stems = [file_stem(r) for r in rel_all]
+    ms = [re.search(r"_([A-Za-z]+)$", s) for s in stems]
+    vals = sorted({m[1] for m in ms if m})
+    if all(ms) and len(vals) > 1 and {v.lower() for v in vals} <= SPLIT_VALUES:
+        alts = "|".join(re.escape(v) for v in vals)
+        d.data["path_columns"] = {"pattern": rf"_(?P<split>{alts})\.[^/]*$"}
+        d.comments["path_columns.pattern"] = "the split from the file name"
+        return "split", vals
+    pg = guess_path_columns(rel_all)
+    d.notes += pg.notes
+    if not pg.pattern:
+        return None, []
+    pc: dict[str, Any] = {"pattern": pg.pattern}
+    types = {k: v for k, v in pg.types.items() if v != "string"}
+    if types:
+        pc["types"] = types
+    d.data["path_columns"] = pc
+    d.comments["path_columns.pattern"] = "from the path: " + ", ".join(pg.types)
+    split = next((g for g in pg.types if g.startswith("split")), None)
+    return split, sorted({str(v[split]) for v in pg.values.values()}) if split else []
+
+
+def _series_draft(
+    d: Draft,
+    rel_all: list[str],
+    facts: ReadmeFacts,
+    lengths: list[int],
+    missing: bool,
+    classify: bool,
+) -> None:
+    """What files of series share: entity (file, series), time from the position, the window
+    over a whole series (padded when shorter), one label per series, the split by file name."""
+    data = d.data
+    split, values = _series_paths(d, rel_all)
+    data["entity"] = {"parts": ["file", "series"]}
+    d.comments["entity.parts"] = "one entity per series (series numbers repeat across files)"
+    ts: dict[str, Any] = {"column": "position", "format": "sample_index"}
+    if len(facts.rates) == 1:
+        r = facts.rates[0]
+        ts["sample_rate_hz"] = int(r) if r.is_integer() else r
+        d.comments["timestamp.sample_rate_hz"] = f"as {facts.source} states"
+    else:
+        ts["sample_rate_hz"] = 1
+        d.todo(
+            "timestamp.sample_rate_hz",
+            "the files hold no clock: set the real rate if it matters (1 Hz is a placeholder)",
+        )
+    ts["start"] = EPOCH
+    d.comments["timestamp.column"] = "the place of each value in its series (0, 1, ...)"
+    d.comments["timestamp.start"] = "every series starts here"
+    data["timestamp"] = ts
+    if missing:
+        data["allow_missing_channels"] = True
+        d.comments["allow_missing_channels"] = (
+            "missing values inside series (or dimensions of different lengths) in the sample"
+        )
+        d.window["impute"] = "linear"
+    longest, shortest = max(lengths), min(lengths)
+    size = min(longest, MAX_SERIES_WINDOW)
+    d.window_size = size
+    d.window_stride = size if longest <= MAX_SERIES_WINDOW else max(1, size // 2)
+    d.window_comment = (
+        f"the longest series in the sample ({longest} values): one window per series"
+        if longest <= MAX_SERIES_WINDOW
+        else f"series up to {longest} values: windows of {size}, 50 % overlap"
+    )
+    if shortest < size:
+        d.window["short"] = "pad"
+        d.window["min_length"] = max(1, min(shortest, size))
+        d.window_comments["short"] = f"shorter series (from {shortest} values) padded"
+    if classify:
+        d.window["label"] = "entity"
+        d.window_comments["label"] = "one label per series"
+    else:
+        d.todos.append(
+            "window: the label is a number per series (a regression target): see docs/tasks.md "
+            "(task.kind regress, window.target_column) before training"
+        )
+    if split:
+        tests = [v for v in values if v.lower() in ("test", "testing")]
+        d.window["split"] = {
+            "method": "column",
+            "column": split,
+            "test_values": tests or values[-1:],
+            "val_fraction": 0.2,
+        }
+        d.window_comments["split"] = "test: the test files; validation carved from training"
+
+
+def _draft_wide(
+    d: Draft,
+    dialect: Dialect,
+    frames: list[pl.DataFrame],
+    rel_all: list[str],
+    facts: ReadmeFacts,
+) -> Draft:
+    """UCR-style wide text: one series per row, the class in the first field (data.wide)."""
+    data = d.data
+    csvd: dict[str, Any] = {}
+    if dialect.whitespace:
+        csvd["whitespace"] = True
+    elif dialect.delimiter != ",":
+        csvd["delimiter"] = dialect.delimiter
+    csvd["header"] = False
+    csvd["names"] = ["class"]
+    if dialect.skip_rows:
+        csvd["skip_rows"] = dialect.skip_rows
+    if dialect.comment_prefix:
+        csvd["comment_prefix"] = dialect.comment_prefix
+    d.comments["csv.names"] = "the first field; the others are named c1, c2, ... (the values)"
+    data["csv"] = csvd
+    data["wide"] = {}
+    data["include"] = sorted({f"*{_ending(r)}" for r in rel_all})
+    d.comments["include"] = "only these files: each row of them is a series"
+    first = frames[0].columns[0]
+    lengths: list[int] = []
+    missing = False
+    for f in frames:
+        v = f.drop(first).select(pl.all().str.strip_chars().cast(pl.Float64, strict=False))
+        present = ~np.isnan(v.to_numpy().astype(np.float64))
+        n = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
+        lengths += [int(x) for x in n if x]
+        missing |= any(not present[i, : n[i]].all() for i in range(len(n)))
+    classes = sorted(
+        {str(int(float(v))) for v in profile(frames)[first].distinct if _is_num(v)}, key=int
+    )
+    d.notes.append(
+        f"one series per row (data.wide): {frames[0].width - 1} value fields, the class first "
+        f"({len(classes)} values: {', '.join(classes[:8])})"
+    )
+    _series_draft(d, rel_all, facts, lengths, missing, classify=True)
+    data["channels"] = [{"name": "value"}]
+    d.channel_notes["value"] = "the melted values (data.wide.value_name)"
+    data["label"] = {"column": "class", "dtype": "int"}
+    d.comments["label.dtype"] = "values seen: " + ", ".join(classes[:12])
+    return d
+
+
+def _draft_ts(
+    d: Draft,
+    landing: Path,
+    sample: list[Path],
+    rel_all: list[str],
+    facts: ReadmeFacts,
+    max_bytes: int,
+) -> Draft:
+    """sktime .ts files, read by ingest's reader (`formats.ts`): series, position, dim_*,
+    label."""
+    frames: list[pl.DataFrame] = []
+    for f in sample:
+        rel = f.relative_to(landing).as_posix()
+        try:
+            df, bad = read_source(_head(f, max_bytes), f.name, permissive(), 4 << 30, 10**9)
+        except (OSError, EOFError, FileRejected) as e:
+            d.notes.append(f"could not read {rel}: {e}")
+            continue
+        if bad:
+            d.notes.append(f"{rel}: {len(bad)} series lines unreadable, e.g. {bad[0][1]}")
+        if df.height:
+            frames.append(df.drop(ROW))
+    if not frames:
+        raise InitError(f"could not read any series from the sampled .ts files under {landing}")
+    dims = [
+        sorted((c for c in f.columns if c.startswith("dim_")), key=lambda c: int(c[4:]))
+        for f in frames
+    ]
+    if len({len(x) for x in dims}) > 1:
+        d.todos.append(
+            "data.channels: the files have different numbers of dimensions: "
+            f"{sorted({len(x) for x in dims})}"
+        )
+    chans = min(dims, key=len)
+    lengths: list[int] = []
+    missing = False
+    for f in frames:
+        lengths += f.group_by("series").len()["len"].to_list()
+        missing |= bool(f.select(pl.any_horizontal(pl.col(chans).is_null()).any()).item())
+    labels = [f["label"] for f in frames if "label" in f.columns]
+    classify = True
+    if labels and all(s.dtype == pl.String for s in labels):
+        label = {"column": "label", "dtype": "string"}
+        seen = sorted(set(pl.concat(labels).unique().to_list()))
+        d.comments["label.dtype"] = "@classLabel: " + ", ".join(seen[:12])
+    elif labels:
+        label = {"column": "label", "dtype": "float"}
+        d.comments["label.dtype"] = "@targetLabel: a number per series"
+        classify = False
+    else:
+        label = None
+        d.todos.append("data.label: the files declare no @classLabel or @targetLabel")
+    d.notes.append(
+        f"sktime .ts files: {len(chans)} dimension(s), series of {min(lengths)} to "
+        f"{max(lengths)} values in the sample"
+    )
+    _series_draft(d, rel_all, facts, lengths, missing, classify and label is not None)
+    d.data["channels"] = [{"name": c} for c in chans]
+    if label is not None:
+        d.data["label"] = label
+        if len(labels) < len(frames):
+            d.todos.append("data.label: some files declare no label")
+    return d
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1076,6 +1519,15 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
         line(1, "csv", None)
         for k, v in data["csv"].items():
             line(2, k, v, f"csv.{k}")
+    if "wide" in data:
+        L.append(
+            f"{'  wide: ' + _flow(data['wide']):<40}  # one series per row, melted: "
+            "series, position, value"
+        )
+    if "rename" in data:
+        line(1, "rename", None, "rename")
+        for r in data["rename"]:
+            L.append(f"    - {_flow(r)}")
     if "path_columns" in data:
         line(1, "path_columns", None)
         line(2, "pattern", data["path_columns"]["pattern"], "path_columns.pattern")
@@ -1102,6 +1554,17 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
         line(1, "columns", None, "columns")
         for k, v in data["columns"].items():
             line(2, k, v)
+    if "allow_missing_channels" in data:
+        line(1, "allow_missing_channels", data["allow_missing_channels"], "allow_missing_channels")
+    stride = d.window_stride or max(1, d.window_size // 2)
+    win = [
+        f"{'  stride: ' + str(stride):<40}  # "
+        + ("50 % overlap" if stride == max(1, d.window_size // 2) else "one window per series")
+    ]
+    for k, v in d.window.items():
+        txt = f"  {k}: {_flow(v)}"
+        note = d.window_comments.get(k)
+        win.append(f"{txt:<40}  # {note}" if note else txt)
     L += [
         "",
         "lake:",
@@ -1112,7 +1575,7 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
         "",
         "window:",
         f"{'  size: ' + str(d.window_size):<40}  # {d.window_comment}",
-        f"{'  stride: ' + str(max(1, d.window_size // 2)):<40}  # 50 % overlap",
+        *win,
         "",
         "# model: auto tries a few presets sized from the data and keeps the best on validation",
         "# (docs/training.md); every run also reports a MiniRocket + ridge baseline beside it.",

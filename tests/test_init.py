@@ -197,7 +197,206 @@ def test_delimiters_and_a_headerless_file_with_comments(tmp_path: Path, delim: s
     body = "\n".join(r.replace(",", delim) for r in _wave(30))
     write_source(land / "x.csv", "# exported by logger v2\n" + body + "\n")
     data, text = init_and_ingest(tmp_path, land, 30)
-    assert data["csv"]["header"] is False and data["csv"]["names"] == ["col0", "col1", "col2"]
+    assert data["csv"]["header"] is False and data["csv"]["names"] == ["c0", "c1", "c2"]
     assert data["csv"]["comment_prefix"] == "#"
     assert data["csv"].get("delimiter", ",") == delim
     assert "TODO" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# public datasets as downloaded: space-aligned text, .mat, .npy/.npz, .ts, wide UCR files
+
+
+def test_space_aligned_turbofan_text_without_a_header(tmp_path: Path):
+    """NASA turbofan layout: no header, single spaces, two trailing blanks per line; the first
+    field a unit id constant over runs of rows, the second a cycle counting 1, 2, 3 per unit."""
+    land = tmp_path / "landing"
+    lines, rows = [], 0
+    for unit in (1, 2, 3):
+        for cyc in range(1, 21 + unit):
+            rows += 1
+            lines.append(
+                f"{unit} {cyc} {np.sin(cyc / 3) * 1e-3:.4f} 100.0 518.67 "
+                f"{642 + np.cos(cyc):.2f} {390 + cyc % 5} 8.4195  "
+            )
+    write_source(land / "train_FD001.txt", "\n".join(lines) + "\n")
+    data, text = init_and_ingest(tmp_path, land, rows)
+    assert data["csv"] == {
+        "whitespace": True,
+        "header": False,
+        "names": [f"c{i}" for i in range(8)],
+    }
+    assert "TODO" in text.split("    names: [c0,")[1].splitlines()[0]
+    assert data["entity"] == {"column": "c0"}
+    assert data["timestamp"]["column"] == "c1"
+    assert data["timestamp"]["format"] == "sample_index"
+    assert "restarting per c0" in text and "constant over runs of rows" in text
+    assert "label" not in data  # c6 (integers, row to row) is a reading, not a label
+    assert "c6" in [c["name"] for c in data["channels"]]
+
+
+def test_sniff_whitespace_and_headers():
+    from cnnlstm.init import sniff
+
+    d = sniff("  1.0  -2.5   3\n  2.0   4.5  -1\n  3.0   1.0   2\n")
+    assert d.whitespace and not d.header and d.names == ["c0", "c1", "c2"]
+    d = sniff("a b c\n1 2 3\n4 5 6\n")  # one space, no empty fields: the delimiter
+    assert not d.whitespace and d.delimiter == " " and d.header
+    d = sniff("x\ty\n1\t\n2\t3\n4\t5\n")  # empty cells of a TSV are values, not blanks
+    assert not d.whitespace and d.delimiter == "\t"
+    assert not sniff("1,2,3\n4,5,6\n").header  # a first line of numbers is data
+
+
+def test_cwru_like_mat_files_get_a_rename_rule(tmp_path: Path):
+    """CWRU layout: one .mat per recording, names prefixed with the file's number
+    (X097_DE_time, X097RPM), the fault in the folder, the rate in a README."""
+    import scipy.io
+
+    land = tmp_path / "cwru"
+    rng = np.random.default_rng(0)
+    for folder, num, extra in (("normal", 97, False), ("inner_race", 105, True)):
+        v = {
+            f"X{num:03d}_DE_time": rng.normal(size=(64, 1)),
+            f"X{num:03d}_FE_time": rng.normal(size=(64, 1)),
+            f"X{num:03d}RPM": np.array([[1797.0 - num / 10]]),
+        }
+        if extra:
+            v[f"X{num:03d}_BA_time"] = rng.normal(size=(64, 1))
+        (land / folder).mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(land / folder / f"{num}.mat", v)
+    (land / "README.txt").write_text("Drive end accelerometer data at 12000 Hz.\n")
+    data, text = init_and_ingest(tmp_path, land, 128)
+    assert data["include"] == ["*.mat"]
+    assert data["rename"] == [{"pattern": r"^X\d+_?", "to": ""}]
+    assert data["timestamp"] == {
+        "format": "sample_index",
+        "sample_rate_hz": 12000,
+        "start": "1970-01-01T00:00:00Z",
+    }
+    assert data["entity"] == {"from_filename": r"^(?P<entity>\d+)"}
+    assert [c["name"] for c in data["channels"]] == ["DE_time", "FE_time"]
+    assert data["columns"] == {"RPM": "float"}
+    assert data["label"] == {"column": "label", "dtype": "string", "default_from": "folder"}
+    assert "BA_time (only in 1 of 2 files)" in text
+    # 2.56 s at 12 kHz would be 30,720 samples: capped for a fast (vibration) signal
+    assert yaml.safe_load(text)["window"]["size"] == 1024
+    assert "at most 1024 samples" in text
+
+
+def test_npz_prefixes_and_a_rate_held_in_the_files(tmp_path: Path):
+    land = tmp_path / "landing"
+    land.mkdir()
+    rng = np.random.default_rng(1)
+    for k in (1, 2):
+        np.savez(
+            land / f"rec{k}.npz",
+            **{f"S{k}_acc": rng.normal(size=30), f"S{k}_gyr": rng.normal(size=(30, 2))},
+            fs=np.array(50.0),
+        )
+    data, _ = init_and_ingest(tmp_path, land, 60)
+    assert data["include"] == ["*.npz"]
+    assert data["rename"] == [{"pattern": r"^S\d+_?", "to": ""}]
+    assert [c["name"] for c in data["channels"]] == ["acc", "gyr_0", "gyr_1"]
+    assert data["timestamp"] == {
+        "format": "sample_index",
+        "sample_rate_hz": 50,
+        "start": "1970-01-01T00:00:00Z",
+    }
+    assert data["columns"] == {"fs": "float"}
+
+
+def test_npy_arrays_are_channels_c0_c1(tmp_path: Path):
+    land = tmp_path / "landing"
+    land.mkdir()
+    for k in (1, 2):
+        np.save(land / f"run{k}.npy", np.random.default_rng(k).normal(size=(25, 2)))
+    data, text = init_and_ingest(tmp_path, land, 50)
+    assert data["include"] == ["*.npy"] and "rename" not in data
+    assert [c["name"] for c in data["channels"]] == ["c0", "c1"]
+    assert data["timestamp"]["format"] == "sample_index" and "column" not in data["timestamp"]
+    assert "TODO" in text.split("    sample_rate_hz: 1")[1].splitlines()[0]
+    assert data["entity"] == {"from_filename": r"^(?P<entity>run\d+)"}
+
+
+def _ts(classes: bool, series: list[tuple[list[list[float]], str]]) -> str:
+    head = ["# made by hand", "@problemName Vowels", "@timeStamps false", "@univariate false"]
+    head += [f"@dimensions {len(series[0][0])}", "@equalLength false"]
+    head += ["@classLabel true a b" if classes else "@targetLabel true", "@data"]
+    lines = [
+        ":".join(",".join(str(v) for v in dim) for dim in dims) + f":{y}" for dims, y in series
+    ]
+    return "\n".join(head + lines) + "\n"
+
+
+def test_ts_files_of_series_with_a_split_in_the_name(tmp_path: Path):
+    land = tmp_path / "vowels"
+    rows = 0
+    for split, n in (("TRAIN", 3), ("TEST", 2)):
+        series = []
+        for i in range(n):
+            length = 4 + 2 * i
+            rows += length
+            series.append(([[i + j / 10 for j in range(length)]] * 2, "ab"[i % 2]))
+        write_source(land / f"Vowels_{split}.ts", _ts(True, series))
+    data, text = init_and_ingest(tmp_path, land, rows)
+    assert data["include"] == ["*.ts"]
+    assert data["path_columns"] == {"pattern": r"_(?P<split>TEST|TRAIN)\.[^/]*$"}
+    assert data["entity"] == {"parts": ["file", "series"]}
+    assert data["timestamp"] == {
+        "column": "position",
+        "format": "sample_index",
+        "sample_rate_hz": 1,
+        "start": "1970-01-01T00:00:00Z",
+    }
+    assert [c["name"] for c in data["channels"]] == ["dim_0", "dim_1"]
+    assert data["label"] == {"column": "label", "dtype": "string"}
+    win = yaml.safe_load(text)["window"]
+    assert win["size"] == win["stride"] == 8 and win["short"] == "pad" and win["min_length"] == 4
+    assert win["label"] == "entity"
+    assert win["split"] == {
+        "method": "column",
+        "column": "split",
+        "test_values": ["TEST"],
+        "val_fraction": 0.2,
+    }
+
+
+def test_ts_regression_targets_are_a_float_label(tmp_path: Path):
+    land = tmp_path / "landing"
+    write_source(land / "prices.ts", _ts(False, [([[1.0, 2.0, 3.0]], "0.5"), ([[4.0, 5.0]], "2")]))
+    data, text = init_and_ingest(tmp_path, land, 5)
+    assert data["label"] == {"column": "label", "dtype": "float"}
+    assert "label" not in yaml.safe_load(text)["window"]
+    assert "regression target" in text
+
+
+@pytest.mark.parametrize("layout", ["tsv", "txt"])
+def test_wide_ucr_files_one_series_per_row(tmp_path: Path, layout: str):
+    """UCR 2018 .tsv (tabs, NaN padding) and the older .txt (blank-aligned, classes written
+    1.0000000e+00): one series per row, the class first."""
+    land = tmp_path / "Coffee"
+    rng = np.random.default_rng(3)
+    rows = 0
+    for split in ("TRAIN", "TEST"):
+        lines = []
+        for i in range(4):
+            n = 60 - 3 * i if layout == "tsv" else 60
+            rows += n
+            vals = [f"{x: .7e}" for x in rng.normal(size=n)]
+            if layout == "tsv":
+                lines.append("\t".join([str(i % 2 + 1), *vals, *["NaN"] * (60 - n)]))
+            else:
+                lines.append(f"  {i % 2 + 1:.7e}  " + "  ".join(vals))
+        write_source(land / f"Coffee_{split}.{layout}", "\n".join(lines) + "\n")
+    data, text = init_and_ingest(tmp_path, land, rows)
+    assert data["include"] == [f"*.{layout}"]
+    assert data["wide"] == {}
+    want = {"whitespace": True} if layout == "txt" else {"delimiter": "\t"}
+    assert data["csv"] == {**want, "header": False, "names": ["class"]}
+    assert data["entity"] == {"parts": ["file", "series"]}
+    assert data["timestamp"]["column"] == "position"
+    assert data["channels"] == [{"name": "value"}]
+    assert data["label"] == {"column": "class", "dtype": "int"}
+    win = yaml.safe_load(text)["window"]
+    assert win["size"] == 60 and win["label"] == "entity"
+    assert win["split"]["test_values"] == ["TEST"]
