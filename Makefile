@@ -20,9 +20,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/cnnlstm run --config $(CONFIG)
 
-## the test suite (what CI runs through .ci/run)
+## the test suite (what CI runs through .ci/run): one pytest-xdist worker per core, a test file per worker
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -269,6 +269,7 @@ class WideLayout(_Strict):
     value_name: str = Field(
         default="value", min_length=1, description="the name of the melted value column"
     )
+
     @field_validator("id_column", mode="before")
     @classmethod
     def _id_str(cls, v: Any) -> Any:

@@ -201,12 +201,18 @@ def _summary_lines(s: dict, cfg, out_dir: Path, config: Path, width: int = SUMMA
     from rich.text import Text
 
     uri = t.get("tracking_uri", "sqlite:///mlflow.db")
-    home = os.environ.get("PREFECT_HOME", "~/.prefect")
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + _here(uri[len("sqlite:///") :])
+    home = _here(os.environ.get("PREFECT_HOME", "~/.prefect"))
     look = [
         ("MLflow UI", f"mlflow ui --backend-store-uri {uri}", "runs, metrics, plots, models"),
         ("Prefect UI", f"PREFECT_HOME={home} prefect server start", "http://127.0.0.1:4200"),
-        ("predictions", f"cnnlstm.predictions.scan('{sc['output']}')", "committed rows only"),
-        ("lake", f"cnnlstm lake summary -c {config}", "rows, sources, quarantine"),
+        (
+            "predictions",
+            f"cnnlstm.predictions.scan('{_here(sc['output'])}')",
+            "committed rows only",
+        ),
+        ("lake", f"cnnlstm lake summary -c {_here(str(config))}", "rows, sources, quarantine"),
     ]
     lines += [Text(""), Text("Look at it:")]
     for name, how, what in look:
@@ -215,6 +221,16 @@ def _summary_lines(s: dict, cfg, out_dir: Path, config: Path, width: int = SUMMA
         else:  # the command on a line of its own, to copy
             lines += [Text(f"  {name:<12} ({what})"), Text(f"    {how}")]
     return lines
+
+
+def _here(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to copy;
+    the commands of the summary run from here), else as it is (URIs, other folders)."""
+    try:
+        rel = Path(path).resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return path
+    return str(rel) if "://" not in path else path
 
 
 @app.command()
