@@ -1072,7 +1072,12 @@ def infer(
                 "remove the label if it is not one",
             )
         else:
-            d.todos.append("data.label: no label-like column found (none written)")
+            d.todos.append(
+                "data.label: no label-like column found (none written); for run-to-failure "
+                "recordings (each entity ends at its failure) regress the remaining life "
+                "instead: window.label: regression_end, window.target_from_end: samples "
+                "(docs/tasks.md, regress)"
+            )
 
     # ---- metadata and channels ----------------------------------------------------------------
     columns: dict[str, str] = {}
