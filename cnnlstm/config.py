@@ -599,6 +599,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node = raw
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
+        if node is raw and p == "model" and nxt == "auto":  # the `model: auto` shorthand
+            nxt = node[p] = {"arch": "auto"}
         if not isinstance(nxt, dict):
             raise ConfigError(f"override {item!r}: {p!r} is not a section")
         node = nxt

@@ -192,3 +192,14 @@ def test_a_bare_yaml_off_means_off(tmp_path):
     assert cfg.train.baseline == "off" and cfg.train.amp == "off"
     with pytest.raises(ConfigError, match="baseline"):
         load_config(cfg_file, ["train.baseline=on"])  # true is not a setting
+
+
+def test_overrides_reach_into_the_model_auto_shorthand(tmp_path):
+    """`cnnlstm init` writes `model: auto`; `--set model.arch=serial` (or a preset list) must
+    still apply to it."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(base_config_dict(tmp_path) | {"model": "auto"}))
+    assert load_config(cfg_file).model.arch == "auto"
+    assert load_config(cfg_file, ["model.arch=serial"]).model.arch == "serial"
+    cfg = load_config(cfg_file, ["model.auto.presets=[minirocket]"])
+    assert cfg.model.arch == "auto" and cfg.model.auto.presets == ["minirocket"]
