@@ -1071,6 +1071,9 @@ def infer(
                 f"no label column: the folder ({folder}: {seen[:8]}) is each file's label; "
                 "remove the label if it is not one",
             )
+            # a class per file: an unstratified split of few files can miss a class somewhere
+            d.window.setdefault("split", {})["stratify"] = True
+            d.window_comments["split"] = "each class's files in proportion in train/val/test"
         else:
             d.todos.append(
                 "data.label: no label-like column found (none written); for run-to-failure "

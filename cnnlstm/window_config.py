@@ -46,6 +46,12 @@ class SplitConfig(_Strict):
     )
     val_fold: int = Field(default=0, ge=0, description="which of the val_folds is validation")
     purge_s: float = Field(default=0.0, ge=0.0, description="gap kept around time cuts (seconds)")
+    stratify: bool = Field(
+        default=False,
+        description="deal each class's entities (by their windows' most frequent class) into "
+        "test and validation in proportion (entity: test and validation; column: validation "
+        "by entity); classification only",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -58,6 +64,7 @@ class SplitConfig(_Strict):
             )
         if self.method == "time":
             given = [k for k in ("val_folds", "val_group_column") if getattr(self, k) is not None]
+            given += ["stratify"] if self.stratify else []
             if given:  # the time split cuts each entity's span: it has no groups to deal
                 raise ValueError(
                     f"window.split.{given[0]} applies to method entity or column, not time "

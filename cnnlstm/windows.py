@@ -1002,10 +1002,40 @@ class SplitPlan:
         return part
 
 
+def _entity_classes(w: Windows) -> dict[str, int] | None:
+    """Each entity's most frequent window class (classification windows: integer ``y``)."""
+    if w.y is None or np.asarray(w.y).ndim != 1 or np.asarray(w.y).dtype.kind not in "iu":
+        return None
+    df = pl.DataFrame({"e": w.entity.astype(str), "y": np.asarray(w.y, np.int64)})
+    top = df.group_by("e", "y").len().sort(["e", "len", "y"], descending=[False, True, False])
+    top = top.unique("e", keep="first", maintain_order=True)
+    return dict(zip(top["e"].to_list(), top["y"].to_list(), strict=True))
+
+
+def _stratified(order: list, strata: dict[str, int], rng) -> list:
+    """``order`` (already shuffled) re-ordered so that any prefix holds each class's entities
+    in proportion: an entity's key is its place within its class over the class size (plus a
+    random fraction of one place), so the first k of n take about k/n of every class."""
+    by: dict[Any, list] = {}
+    for e in order:
+        by.setdefault(strata.get(str(e)), []).append(e)
+    keyed = []
+    for members in by.values():
+        n = len(members)
+        for i, e in enumerate(members):
+            keyed.append(((i + float(rng.random())) / n, str(e), e))
+    return [e for *_, e in sorted(keyed)]
+
+
 def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
     w = ws.windows
     entities = sorted(set(w.entity.tolist()))
     rng = np.random.default_rng(cfg.seed)
+    strata = None
+    if cfg.stratify and cfg.method != "time":
+        strata = _entity_classes(w)
+        if strata is None:
+            raise ValueError("window.split.stratify needs class labels (a classification task)")
     if cfg.method == "time":
         cuts = {}
         for e in entities:  # a loop over entities, not windows
@@ -1050,6 +1080,8 @@ def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
         val_frac = cfg.val_fraction
     else:
         order = list(rng.permutation(entities))
+        if strata is not None:  # window.split.stratify: each class's entities in proportion
+            order = _stratified(order, strata, rng)
         n_test = int(round(len(order) * cfg.test_fraction))
         if cfg.test_fraction > 0 and len(order) > 2:
             n_test = max(n_test, 1)
@@ -1064,6 +1096,8 @@ def plan_split(ws: WindowSet, cfg: SplitConfig) -> SplitPlan:
     else:
         groups = sorted(rest)
     groups = list(rng.permutation(groups))
+    if strata is not None and not cfg.val_group_column:
+        groups = _stratified(groups, strata, rng)
     if cfg.val_folds:  # cross-validation: fold k = every val_folds-th group of the shuffle
         if len(groups) < cfg.val_folds:
             raise ValueError(

@@ -278,6 +278,7 @@ def test_cwru_like_mat_files_get_a_rename_rule(tmp_path: Path):
     assert data["columns"] == {"RPM": "float"}
     assert data["label"] == {"column": "label", "dtype": "string", "default_from": "folder"}
     assert "BA_time (only in 1 of 2 files)" in text
+    assert yaml.safe_load(text)["window"]["split"] == {"stratify": True}
     # 2.56 s at 12 kHz would be 30,720 samples: capped for a fast (vibration) signal
     assert yaml.safe_load(text)["window"]["size"] == 1024
     assert "at most 1024 samples" in text

@@ -386,3 +386,46 @@ def test_derived_config_errors():
         )
     with pytest.raises(ValueError, match="at most once"):
         WindowConfig(derived=["gravity", "gravity"])
+
+
+def _one_class_per_entity(n_classes: int = 10, per_class: int = 4):
+    """Files of one class each (the bearing-fault layout: a recording per fault and load)."""
+    sig = {f"f{c}_{k}": np.zeros((16, 1)) for c in range(n_classes) for k in range(per_class)}
+    lab = {e: np.full(16, int(e[1 : e.index("_")])) for e in sig}
+    return make_readings(sig, lab)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stratified_entity_split_keeps_every_class_in_train_val_and_test(seed):
+    from cnnlstm.windows import build_windows, plan_split, split_windows
+
+    wcfg = WindowConfig(size=8, stride=8, label="majority")
+    ws = build_windows(_one_class_per_entity(), ["c0"], wcfg)
+    split = SplitConfig(method="entity", test_fraction=0.25, val_fraction=0.25, seed=seed)
+    parts = split_windows(ws, plan_split(ws, split.model_copy(update={"stratify": True})))
+    for name in ("train", "val", "test"):  # 10 classes x 4 files: 2 / 1 / 1 of each class
+        per = {
+            int(c): len(
+                {e for e, y in zip(parts[name].entity, parts[name].y, strict=True) if y == c}
+            )
+            for c in np.unique(parts[name].y)
+        }
+        assert per == {c: 2 if name == "train" else 1 for c in range(10)}, (name, per)
+    # unstratified, the same seeds leave some class out of a part (what stratify is for)
+    if seed == 0:
+        plain = [
+            split_windows(ws, plan_split(ws, split.model_copy(update={"seed": s})))
+            for s in range(6)
+        ]
+        assert any(len(np.unique(p["test"].y)) < 10 for p in plain)
+
+
+def test_stratify_needs_class_labels():
+    from cnnlstm.windows import build_windows, plan_split
+
+    readings = make_readings({"a": np.zeros((16, 1)), "b": np.zeros((16, 1))})
+    ws = build_windows(readings, ["c0"], WindowConfig(size=8, stride=4, label="forecast"))
+    with pytest.raises(ValueError, match="stratify needs class labels"):
+        plan_split(ws, SplitConfig(stratify=True))
+    with pytest.raises(ValueError, match="stratify applies to method entity or column"):
+        SplitConfig(method="time", stratify=True)
