@@ -147,6 +147,11 @@ def run_one(task: str, seed: int, budget: float | None, epochs: int | None) -> d
         "auto_test": m["test"].get(metric),
         "baseline_test": m["test"].get(metric) if same else (b.get("test") or {}).get(metric),
         "baseline_is_model": same,
+        # classification: accuracy too (the HAPT figure), beside the selection metric
+        "auto_test_accuracy": m["test"].get("accuracy"),
+        "baseline_test_accuracy": m["test"].get("accuracy")
+        if same
+        else (b.get("test") or {}).get("accuracy"),
         "auto_seconds": wall,
         "baseline_fit_seconds": m.get("fit_seconds") if same else b.get("fit_seconds"),
     }
@@ -208,6 +213,12 @@ def main() -> None:
         a = np.mean([r["auto_test"] for r in rs])
         b = np.mean([r["baseline_test"] for r in rs if r["baseline_test"] is not None] or [np.nan])
         print(f"mean {t}: auto {a:.4f}  baseline {b:.4f}  ({rs[0]['metric']}, {len(rs)} seeds)")
+        acc = [(r["auto_test_accuracy"], r["baseline_test_accuracy"]) for r in rs]
+        if all(x is not None and y is not None for x, y in acc):
+            print(
+                f"mean {t}: auto accuracy {np.mean([x for x, _ in acc]):.4f}  baseline accuracy "
+                f"{np.mean([y for _, y in acc]):.4f}"
+            )
     stamp = f"{datetime.now(UTC):%Y-%m-%d}-{'-'.join(tasks)}"
     out = args.out or ROOT / "benchmarks" / "results" / f"quality-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
