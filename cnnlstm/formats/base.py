@@ -73,3 +73,15 @@ def rename_columns(names: list[str], cfg: DataConfig, notes: list[str] | None = 
         more = f" and {len(changed) - MAX_NAMES} more" if len(changed) > MAX_NAMES else ""
         notes.append(f"renamed by data.rename: {', '.join(changed[:MAX_NAMES])}{more}")
     return out
+
+
+def named_fields(header: list[str], names: list[str] | None, what: str = "the file") -> list[str]:
+    """``data.csv.names`` in place of the header's names (the same count), or the header."""
+    if names is None:
+        return header
+    if len(names) != len(header):
+        raise FileRejected(
+            f"data.csv.names has {len(names)} names but {what} has {len(header)} fields "
+            f"({clip_names(header)})"
+        )
+    return list(names)

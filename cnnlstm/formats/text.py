@@ -15,7 +15,14 @@ import polars as pl
 
 from cnnlstm.config import DataConfig, LakeConfig
 from cnnlstm.formats import wide
-from cnnlstm.formats.base import ROW, FileRejected, check_columns, clip_names, rename_columns
+from cnnlstm.formats.base import (
+    ROW,
+    FileRejected,
+    check_columns,
+    clip_names,
+    named_fields,
+    rename_columns,
+)
 from schemas.readings import EXTRA_DTYPES
 
 
@@ -96,13 +103,7 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
                 f"leading unnamed index field: the header has {len(header) - 1} names, the "
                 f"rows {len(header)} fields; read as {INDEX_COLUMN} (data.csv.index_column)"
             )
-    if c.names is not None:
-        if len(c.names) != len(header):
-            raise FileRejected(
-                f"data.csv.names has {len(c.names)} names but the file has {len(header)} "
-                f"fields ({clip_names(header)})"
-            )
-        header = list(c.names)
+    header = named_fields(header, c.names)
     return Layout(c.skip_rows + 1, header, len(recs) - 1)
 
 

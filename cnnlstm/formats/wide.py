@@ -43,6 +43,7 @@ from cnnlstm.formats.base import (
     check_columns,
     clip,
     clip_names,
+    named_fields,
     rename_columns,
 )
 
@@ -98,13 +99,7 @@ def read_text(
             header = _split_one(kept.pop(0)[1], cfg)
         except csv.Error as e:
             raise FileRejected(f"unparseable header line: {e}") from e
-        if c.names is not None:
-            if len(c.names) != len(header):
-                raise FileRejected(
-                    f"data.csv.names has {len(c.names)} names but the header has "
-                    f"{len(header)} fields ({clip_names(header)})"
-                )
-            header = list(c.names)
+        header = named_fields(header, c.names, "the header")
     if not kept:
         raise FileRejected("header only: no data rows")
 
