@@ -10,9 +10,11 @@ decide is written as a working guess marked ``# TODO`` with the candidates, so t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import gzip
+import math
 import os
 import re
 from collections import Counter
@@ -79,6 +81,8 @@ ENTITY_HINTS |= {"node", "asset", "subject", "patient", "vehicle", "meter", "rec
 RATE_HINTS = {"fs", "hz", "rate", "samplerate", "sampling", "srate", "sr"}
 GENERIC_DIRS = {"landing", "data", "raw", "input", "inbox", "incoming", "files"}
 BOOL_VALUES = {"true", "false", "yes", "no"}
+MISSING_WORDS = ["nan", "na", "n/a", "null", "none", "?", "#n/a"]  # missing numbers, as written
+MOSTLY_MISSING = 0.5  # a numeric column missing in more of the sampled rows is no channel
 
 
 class InitError(ValueError):
@@ -275,6 +279,28 @@ def _head(path: Path, max_bytes: int) -> bytes:
     if len(data) >= max_bytes - 3 and b"\n" in data:  # drop the cut last line
         data = data[: data.rindex(b"\n") + 1]
     return data
+
+
+def _spread(path: Path, max_bytes: int, parts: int = 5) -> bytes:
+    """Whole lines from ``parts`` places spread over the rest of a large plain text file (the
+    last one its end), ``max_bytes // 8`` each: the values a file's head does not show (PAMAP2
+    starts with minutes of one activity). Nothing for compressed or small files."""
+    if path.name.lower().endswith(".gz"):
+        return b""
+    size = path.stat().st_size
+    if size <= 2 * max_bytes:
+        return b""
+    n = max_bytes // 8
+    out = []
+    with open(path, "rb") as f:
+        for k in range(1, parts + 1):
+            at = max_bytes + (size - max_bytes - n) * k // parts
+            f.seek(at)
+            chunk = f.read(n)
+            a, b = chunk.find(b"\n"), chunk.rfind(b"\n")
+            if 0 <= a < b:
+                out.append(chunk[a + 1 : b + 1])
+    return b"".join(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,6 +545,13 @@ class Col:
     const_in_files: bool = True
     file_values: list[str] = field(default_factory=list)  # the value of each file (if constant)
     iso: int = 0  # values that parse as ISO date-times
+    rows: int = 0  # sampled rows of the files that have it
+    missing: int = 0  # empty cells and missing-value words (NaN, NA, ...) of a numeric column
+    missing_words: set[str] = field(default_factory=set)  # the words as written
+
+    @property
+    def missing_share(self) -> float:
+        return self.missing / self.rows if self.rows else 0.0
 
     CAP = 64
 
@@ -557,6 +590,16 @@ def profile(frames: list[pl.DataFrame]) -> dict[str, Col]:
             c = cols.setdefault(name, Col(name))
             s = df[name].drop_nulls()
             c.files += 1
+            c.rows += df.height
+            # NaN, NA, null, ?: missing values of a numeric column (PAMAP2 writes NaN), not text
+            word = s.str.strip_chars().str.to_lowercase().is_in(MISSING_WORDS)
+            if word.any():
+                rest = s.filter(~word).str.strip_chars().cast(pl.Float64, strict=False)
+                if rest.null_count() == 0:  # (an all-NaN column: empty)
+                    c.missing_words |= set(s.filter(word).str.strip_chars().unique().to_list())
+                    s = s.filter(~word)
+            if s.len() and s.str.strip_chars().cast(pl.Float64, strict=False).null_count() == 0:
+                c.missing += df.height - s.len()
             c.nonnull += s.len()
             num = s.str.strip_chars().cast(pl.Float64, strict=False)
             ok = num.drop_nulls()
@@ -638,23 +681,87 @@ class Draft:
         self.todos.append(f"{key}: {text}")
 
 
-def _numeric_format(c: Col, median: float) -> tuple[str, str | None]:
-    """epoch unit by magnitude, or a sample index; a TODO when it is a guess."""
+UNITS = (("epoch_s", 1.0), ("epoch_ms", 1e3), ("epoch_us", 1e6), ("epoch_ns", 1e9))
+YEAR_2200 = 7_258_118_400.0  # seconds after 1970-01-01: later instants are quarantined
+
+
+def _raw_step(frames: list[pl.DataFrame], col: str) -> float | None:
+    """The median positive step of a numeric column within each file, in its own units."""
+    steps = []
+    for df in frames:
+        if col in df.columns:
+            v = df[col].str.strip_chars().cast(pl.Float64, strict=False).drop_nulls()
+            d = v.diff().drop_nulls()
+            steps.append(d.filter(d.is_finite() & (d > 0)))
+    st = pl.concat(steps) if steps else pl.Series([], dtype=pl.Float64)
+    return float(st.median()) if st.len() else None  # type: ignore[arg-type]
+
+
+def _numeric_format(
+    c: Col, median: float, step: float | None = None, rates: list[float] | None = None
+) -> tuple[str, str | None]:
+    """The unit of a numeric time column, and a TODO when it is a guess.
+
+    A README's single stated rate decides when one unit makes the median step one sample
+    period (within 20 %): Daphnet's milliseconds (15-16 per sample at 64 Hz), WISDM's
+    nanoseconds (50,000,000 at 20 Hz). Otherwise the magnitude decides (a wall-clock epoch in
+    s/ms/us/ns), among the units that put the values before 2200; integers that rise by 1 are
+    a sample index, by more a millisecond clock."""
     mag = abs(median)
-    if c.integral:
-        for lim, fmt in ((1e17, "epoch_ns"), (1e14, "epoch_us"), (1e11, "epoch_ms")):
-            if mag >= lim:
+    if step and rates and len(rates) == 1:
+        period = 1.0 / rates[0]
+        if c.integral and abs(step - 1.0) < 1e-9 and mag < 1e8:
+            return "sample_index", None
+        for fmt, div in UNITS:
+            if abs(step / div - period) <= 0.2 * period:
                 return fmt, None
-        if mag >= 1e8:
-            return "epoch_s", None
-        return "sample_index", None
-    if mag >= 1e11:
-        return "epoch_ms", None
-    if mag >= 1e8:
-        return "epoch_s", None
-    return "epoch_s", (
-        "small non-integral numbers: read as seconds after 1970-01-01 (relative time?); "
-        "check the unit"
+    if c.integral:
+        fmt = "sample_index"
+        for lim, f in (
+            (1e17, "epoch_ns"),
+            (1e14, "epoch_us"),
+            (1e11, "epoch_ms"),
+            (1e8, "epoch_s"),
+        ):
+            if mag >= lim:
+                fmt = f
+                break
+        if fmt == "sample_index":
+            if step is None or abs(step - 1.0) < 1e-9 or step < 1:
+                return fmt, None
+            return "epoch_ms", (
+                f"integers rising by {_num(step)}: read as milliseconds ({_num(1e3 / step)} Hz) "
+                "of a clock started near 0 (a sample index rises by 1); check the unit"
+            )
+    elif mag >= 1e11:
+        fmt = "epoch_ms"
+    elif mag >= 1e8:
+        fmt = "epoch_s"
+    else:
+        return "epoch_s", (
+            "small non-integral numbers: read as seconds after 1970-01-01 (relative time?); "
+            "check the unit"
+        )
+    div = dict(UNITS)[fmt]
+    if mag / div < YEAR_2200:
+        return fmt, None
+    # no wall-clock epoch in that unit (it would lie after 2200): a relative clock (a phone's
+    # uptime) in a finer unit; the one whose step gives a sampling rate nearest 1 Hz-1 kHz
+    finer = [(f, d) for f, d in UNITS if d > div and mag / d < YEAR_2200]
+    if not finer:
+        return fmt, f"values too large for any epoch unit (median {_num(median)}); check the unit"
+
+    def miss(u: tuple[str, float]) -> float:
+        if not step:
+            return 0.0
+        hz = u[1] / step
+        return 0.0 if 1.0 <= hz <= 1e3 else abs(math.log10(hz if hz < 1 else hz / 1e3))
+
+    fmt, div = min(finer, key=miss)
+    hz = f" ({_num(div / step)} Hz)" if step else ""
+    return fmt, (
+        f"{_num(median)} is no date in the magnitude's unit: read as {fmt}{hz} of a clock "
+        "started near 1970 (an uptime?); check the unit"
     )
 
 
@@ -725,6 +832,7 @@ def infer(
     rels: list[str] = []
     dialects: list[tuple[Dialect, str]] = []
     texts: dict[str, bytes] = {}
+    extra: dict[str, pl.DataFrame] = {}  # rows from further into large text files
     for f in sample:
         rel = f.relative_to(landing).as_posix()
         if file_kind == "array":
@@ -765,6 +873,21 @@ def infer(
                 rels.append(rel)
             except (FileRejected, pl.exceptions.PolarsError, ValueError) as e:
                 d.notes.append(f"could not read {rel} with the guessed dialect: {e}")
+                continue
+            # values from further into a large file: for the profile only (ranges, distinct
+            # values, missing values), not for the order of rows (steps, runs)
+            more = _spread(landing / rel, max_bytes)
+            if more and frames[-1].height:
+                cont = Dialect(
+                    delimiter=dialect.delimiter,
+                    whitespace=dialect.whitespace,
+                    header=False,
+                    names=frames[-1].columns,
+                    comment_prefix=dialect.comment_prefix,
+                )
+                # unreadable further in: the head alone, as before
+                with contextlib.suppress(FileRejected, pl.exceptions.PolarsError, ValueError):
+                    extra[rel] = read_text(more, cont)
     keep = [i for i, f in enumerate(frames) if f.height]
     frames, rels = [frames[i] for i in keep], [rels[i] for i in keep]
     if not frames:
@@ -803,7 +926,12 @@ def infer(
     if csvd:
         data["csv"] = csvd
 
-    cols = profile(frames)
+    cols = profile(
+        [
+            pl.concat([f, extra[r]]) if r in extra and extra[r].columns == f.columns else f
+            for r, f in zip(rels, frames, strict=True)
+        ]
+    )
     n_files = len(frames)
     everywhere = [c for c in cols.values() if c.files == n_files]
     used: set[str] = {INDEX_COLUMN} if INDEX_COLUMN in cols else set()
@@ -848,7 +976,7 @@ def infer(
     ]
     ts_col = ts_fmt = ts_by = None
     ts_todo = None
-    cands: list[tuple[tuple, str, str, str | None]] = []
+    cands: list[tuple[tuple, str, str, str | None, str | None]] = []
     for c in everywhere:
         if c.name == INDEX_COLUMN:
             continue
@@ -859,7 +987,8 @@ def infer(
                 .cast(pl.Float64, strict=False)
                 .median()
             )  # type: ignore[arg-type]
-            fmt, note = _numeric_format(c, med)
+            step = _raw_step(frames, c.name)
+            fmt, note = _numeric_format(c, med, step, facts.rates)
             kind = 2
         elif c.nonnull and c.iso >= 0.95 * c.nonnull:
             fmt, note, kind = "iso", None, 3
@@ -872,13 +1001,11 @@ def infer(
                 # cycle counts 1, 2, 3 per unit); a "group" that changes every row is no entity
                 runs = by is None or _change_rate(frames, by) < 0.5
                 score = (hint, runs, kind, by is None and _unique_time(frames, c.name, None))
-                cands.append((score, c.name, fmt, by))
-                if note:
-                    ts_todo = note
+                cands.append((score, c.name, fmt, by, note))
                 break
     cands.sort(key=lambda x: x[0], reverse=True)
     if cands:
-        _, ts_col, ts_fmt, ts_by = cands[0]
+        _, ts_col, ts_fmt, ts_by, ts_todo = cands[0]
     elif len(facts.rates) == 1:  # rows are samples at the stated rate: time from the position
         ts_fmt = "sample_index"
         d.comments["timestamp.format"] = (
@@ -892,7 +1019,7 @@ def infer(
         )
     ts: dict[str, Any] = {"format": ts_fmt} if ts_col is None else {"column": ts_col}
     ts["format"] = ts_fmt
-    others = [n for _, n, _, _ in cands[1:4]]
+    others = [n for _, n, _, _, _ in cands[1:4]]
     rate: float | None = None
     if ts_fmt == "sample_index":
         stated = facts.rates
@@ -948,6 +1075,8 @@ def infer(
                 )
             else:
                 rate = 1.0 / med
+                if len(facts.rates) == 1 and abs(rate - facts.rates[0]) <= 0.2 * facts.rates[0]:
+                    rate = facts.rates[0]  # jittered steps (15, 16 ms): the stated rate
                 gaps = (
                     f"; {big.len()} gaps over 1.5 steps (largest {_num(float(big.max()))} s)"  # type: ignore[arg-type]
                     if big.len()
@@ -964,7 +1093,8 @@ def infer(
 
     stems = [file_stem(r) for r in rel_all]
     stems_unique = len(set(stems)) == len(stems)
-    if ent_col is not None:
+
+    def entity_column(ent_col: str, why: str) -> None:
         used.add(ent_col)
         spread = _repeats_across_files(frames, ent_col)
         if spread and len(frames) > 1 or spread and len(files) > 1:
@@ -976,10 +1106,14 @@ def infer(
             )
         else:
             data["entity"] = {"column": ent_col}
-            d.comments["entity.column"] = (
-                f"{len(cols[ent_col].distinct)} ids, each its own stream in the files"
-                + (" (constant over runs of rows)" if _change_rate(frames, ent_col) < 0.1 else "")
-            )
+            d.comments["entity.column"] = f"{len(cols[ent_col].distinct)} ids, " + why
+
+    if ent_col is not None:
+        entity_column(
+            ent_col,
+            "each its own stream in the files"
+            + (" (constant over runs of rows)" if _change_rate(frames, ent_col) < 0.1 else ""),
+        )
     elif stems_unique:
         data["entity"] = {"from_filename": stem_pattern(stems)}
         d.comments["entity.from_filename"] = "one entity per file (the file name stem)"
@@ -1006,11 +1140,21 @@ def infer(
         if not hint and _change_rate(frames, c.name) > 0.2:
             continue  # a label holds over runs of rows; this changes from row to row: a reading
         last = any(f.columns and f.columns[-1] == c.name for f in frames)
-        lab_cands.append(((hint, c.is_numeric or c.boolish, last), c))
+        lab_cands.append(((hint, True, c.is_numeric or c.boolish, last), c))
+    # a candidate whose runs each span several of another's (WISDM's user over its
+    # activities) groups rows: the finer one is the label
+    lab_cands = [
+        (
+            (k[0], not any(_coarser(frames, c.name, o.name) for _, o in lab_cands if o is not c))
+            + k[2:],
+            c,
+        )
+        for k, c in lab_cands
+    ]
     lab_cands.sort(key=lambda x: x[0], reverse=True)
     label_names = None
     if lab_cands:
-        (hint, _, _), lc = lab_cands[0]
+        (hint, _, _, _), lc = lab_cands[0]
         if lc.boolish:
             dtype = "bool"
         elif lc.is_numeric:
@@ -1044,6 +1188,27 @@ def infer(
                 )
         data["label"] = label
         used.add(lc.name)
+        if ent_col is None:
+            # several streams in a file without a column under which time repeats (WISDM: one
+            # file, a user column whose runs each span several activities): that column is
+            # the entity, when time is ordered and unique within it
+            for g in group_cands:
+                if (
+                    g not in used
+                    and _coarser(frames, g, lc.name)
+                    and (
+                        ts_col is None
+                        or _ordered(frames, ts_col, ts_fmt, g)
+                        and _unique_time(frames, ts_col, g)
+                    )
+                ):
+                    ent_col = g
+                    entity_column(
+                        g,
+                        f"constant over runs that each span several {lc.name!r} values (a "
+                        "subject or recording: its own stream); check",
+                    )
+                    break
         # a string column that names the label values one to one: label names
         for c in cols.values():
             if c.name in used or c.is_numeric or not c.few:
@@ -1086,6 +1251,7 @@ def infer(
     columns: dict[str, str] = {}
     channels: list[dict[str, Any]] = []
     skipped: list[str] = []
+    gappy: list[Col] = []  # channels with missing values
     for name_, c in cols.items():
         if name_ in used:
             continue
@@ -1105,9 +1271,17 @@ def infer(
                 d.comments["columns"] = "single values of the files: one value per file"
             elif c.const_in_files and n_files > 1 and c.integral and len(set(c.file_values)) > 1:
                 columns[name_] = "int"
+            elif c.missing_share > MOSTLY_MISSING:
+                skipped.append(
+                    f"{name_} (missing in {c.missing_share:.0%} of the sampled rows: no channel; "
+                    "add it with allow_missing_channels and window.impute if it matters)"
+                )
             else:
                 channels.append(_channel(name_, c, facts))
                 d.channel_notes[name_] = _range(c)
+                if c.missing:
+                    d.channel_notes[name_] += f"; missing in {c.missing_share:.1%} of the rows"
+                    gappy.append(c)
         elif c.boolish:
             columns[name_] = "bool"
         elif c.nonnull == 0:
@@ -1116,6 +1290,17 @@ def infer(
             columns[name_] = "string"
         else:
             skipped.append(f"{name_} (text with many values)")
+    words = sorted({w for c in cols.values() for w in c.missing_words})
+    if words:  # NaN read as a number would be quarantined as non-finite: read it as missing
+        data.setdefault("csv", {})["null_values"] = ["", *words]
+        d.comments["csv.null_values"] = f"missing values written {words} (and empty cells)"
+    if gappy:
+        data["allow_missing_channels"] = True
+        d.comments["allow_missing_channels"] = (
+            f"channels with missing values ({', '.join(c.name for c in gappy[:5])}): kept as nulls"
+        )
+        d.window["impute"] = "linear"
+        d.window_comments["impute"] = "missing values filled in time (longer runs: cut out)"
     idlike = [n for n in columns if _hinted(n, ENTITY_HINTS)]
     if ent_col is None and idlike:
         d.comments.setdefault("entity", f"id-like columns (kept as metadata): {idlike}")
@@ -1191,6 +1376,22 @@ def _change_rate(frames: list[pl.DataFrame], col: str) -> float:
             ch += int((s.slice(1) != s.slice(0, s.len() - 1)).sum())
             n += s.len() - 1
     return ch / n if n else 0.0
+
+
+def _coarser(frames: list[pl.DataFrame], a: str, b: str) -> bool:
+    """``a`` changes only where ``b`` changes, and less often, in every file: its runs each hold
+    several of ``b``'s (a subject or recording over activities), so ``a`` groups, ``b`` labels."""
+    na = nb = 0
+    for f in frames:
+        if a not in f.columns or b not in f.columns or f.height < 2:
+            continue
+        ca = f[a].slice(1) != f[a].slice(0, f.height - 1)
+        cb = f[b].slice(1) != f[b].slice(0, f.height - 1)
+        if bool((ca & ~cb).any()):
+            return False
+        na += int(ca.sum())
+        nb += int(cb.sum())
+    return na < nb
 
 
 def _one_to_one(frames: list[pl.DataFrame], a: str, b: str) -> bool:

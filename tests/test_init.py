@@ -401,3 +401,95 @@ def test_wide_ucr_files_one_series_per_row(tmp_path: Path, layout: str):
     win = yaml.safe_load(text)["window"]
     assert win["size"] == 60 and win["label"] == "entity"
     assert win["split"]["test_values"] == ["TEST"]
+
+
+# ---- public datasets' quirks, generated: the draft ingests every row as written ----------------
+
+
+def _wisdm_lines(users=(33, 17, 20), per=120, step_ns=50_000_000) -> list[str]:
+    """WISDM v1.1-like rows: user, activity, a phone uptime in nanoseconds, x, y, z; one file
+    holding every user, each user's activities in runs."""
+    rng = np.random.default_rng(0)
+    out, t = [], 49_105_962_326_000
+    for u in users:
+        for a in ("Walking", "Jogging", "Sitting", "Standing"):
+            for _ in range(per):
+                t += step_ns
+                x, y, z = rng.normal(size=3) * 5
+                out.append(f"{u},{a},{t},{x:.6f},{y:.6f},{z:.6f}")
+    return out
+
+
+@pytest.mark.parametrize("readme", [True, False])
+def test_wisdm_like_uptime_nanoseconds_and_a_user_column_over_activities(
+    tmp_path: Path, readme: bool
+):
+    """One headerless file of all users: the activity (text) is the label, not the user id (an
+    int that also holds over runs, but whose runs each span several activities): the user is
+    the entity. The uptime in ns is no wall-clock epoch in ms (year 3526): read as ns, which
+    the README's 20 Hz confirms (without it: the unit whose step gives 1 Hz-1 kHz, a TODO)."""
+    land = tmp_path / "wisdm"
+    lines = _wisdm_lines()
+    write_source(land / "WISDM_ar_v1.1_raw.txt", "\n".join(lines) + "\n")
+    if readme:
+        (land / "readme.txt").write_text("Sampling rate: 20Hz (1 sample every 50ms)\n")
+    data, text = init_and_ingest(tmp_path, land, len(lines))
+    assert data["label"] == {"column": "c1", "dtype": "string"}
+    assert data["entity"] == {"column": "c0"}
+    assert data["timestamp"] == {"column": "c2", "format": "epoch_ns"}
+    assert "(20 Hz)" in text
+    assert ("TODO: 4.91" in text) is not readme  # the unit is a guess without the README
+    assert [c["name"] for c in data["channels"]] == ["c3", "c4", "c5"]
+    assert yaml.safe_load(text)["window"]["size"] == 51  # 2.56 s at 20 Hz
+
+
+@pytest.mark.parametrize("readme", [True, False])
+def test_daphnet_like_millisecond_time_steps_of_15_and_16(tmp_path: Path, readme: bool):
+    """Time in ms from 0, 15 or 16 ms apart (64 Hz): no sample index (which rises by 1). The
+    README's 64 Hz makes it milliseconds outright; without one it is a TODO."""
+    land = tmp_path / "daphnet"
+    for name in ("S01R01", "S02R01"):
+        t = np.cumsum([15 if i % 8 in (0, 3, 5) else 16 for i in range(300)])
+        lab = [1 if i < 150 else 2 for i in range(300)]
+        rows = [
+            f"{t[i]} {int(np.sin(i) * 500)} {int(np.cos(i) * 300)} {lab[i]}" for i in range(300)
+        ]
+        write_source(land / "dataset" / f"{name}.txt", "\n".join(rows) + "\n")
+    if readme:
+        (land / "README").write_text("Sampling rate 64 Hz; time of sample in millisecond.\n")
+    data, text = init_and_ingest(tmp_path, land / "dataset", 600)
+    assert data["timestamp"] == {"column": "c0", "format": "epoch_ms"}
+    assert ("TODO: integers rising by 16" in text) is not readme
+    assert data["label"]["column"] == "c3"
+
+
+def test_pamap2_like_nan_cells_a_mostly_missing_column_and_a_label_late_in_the_file(
+    tmp_path: Path,
+):
+    """Space-separated .dat files larger than the sampled head: the activity is 0 for the whole
+    head and changes later (seen in lines from further into the file); `NaN` cells are missing
+    values (csv.null_values), a heart rate missing in 90 % of the rows is no channel, and the
+    channels with a few NaN are kept with allow_missing_channels and linear imputation."""
+    land = tmp_path / "pamap2"
+    rng = np.random.default_rng(1)
+    n = 12_000  # about 1 MiB a file: the head (256 KiB) sees activity 0 only
+    total = 0
+    for s in (101, 102):
+        rows = []
+        for i in range(n):
+            act = 0 if i < 6000 else 1 + (i - 6000) // 2000
+            hr = f"{100 + i % 20}" if i % 10 == 0 else "NaN"
+            v = rng.normal(size=12)
+            cells = ["NaN" if (i % 997 == 5 and j == 2) else f"{x:.6f}" for j, x in enumerate(v)]
+            rows.append(" ".join([f"{5.64 + i * 0.01:.2f}", str(act), hr, *cells]))
+        write_source(land / "Protocol" / f"subject{s}.dat", "\n".join(rows) + "\n")
+        total += n
+    (land / "readme.pdf").write_bytes(b"%PDF")
+    data, text = init_and_ingest(tmp_path, land, total)
+    assert data["label"] == {"column": "c1", "dtype": "int"}
+    assert data["csv"]["null_values"] == ["", "NaN"]
+    names = [c["name"] for c in data["channels"]]
+    assert "c2" not in names and names == [f"c{j}" for j in range(3, 15)]
+    assert "c2 (missing in 90%" in text
+    assert data["allow_missing_channels"] is True
+    assert yaml.safe_load(text)["window"]["impute"] == "linear"
