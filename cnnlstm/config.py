@@ -199,6 +199,14 @@ class CsvOptions(_Strict):
         "blanks ignored (space-aligned text: the NASA turbofan files, the UCR .txt layout); "
         "delimiter and quote_char are then unused",
     )
+    record_end: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1,
+        description="one character that ends each record besides the line end (the WISDM "
+        "raw file's ';'): each occurrence ends a record, quotes not honoured, so a line may "
+        "hold several records; rows are then numbered by record",
+    )
     null_values: list[str] = Field(default_factory=lambda: [""])
     header: bool = Field(
         default=True, description="the first line (after skip_rows) names the fields"
@@ -224,6 +232,24 @@ class CsvOptions(_Strict):
         # their position)
         if self.names is not None and len(set(self.names)) != len(self.names):
             raise ValueError(f"data.csv.names has duplicates: {self.names}")
+        return self
+
+    @model_validator(mode="after")
+    def _record_end(self) -> CsvOptions:
+        end = self.record_end
+        if end is None:  # its length (one character) is checked by the field
+            return self
+        why = None
+        if end in "\r\n":
+            why = "a line end already ends a record"
+        elif end in " \t":
+            why = "a blank (space or tab) is not a record terminator"
+        elif not self.whitespace and end == self.delimiter:
+            why = "it is data.csv.delimiter"
+        elif not self.whitespace and end == self.quote_char:
+            why = "it is data.csv.quote_char"
+        if why:
+            raise ValueError(f"data.csv.record_end {end!r} is not allowed: {why}")
         return self
 
 

@@ -574,7 +574,7 @@ def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
 def mapping_fingerprint(d: DataConfig) -> str:
     """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
     channels and their ranges, label, metadata columns, CSV dialect, path columns; rename,
-    wide and denormals when not the default). Part of a
+    wide, denormals and csv.record_end when not the default). Part of a
     source's ledger key: after a fix of these, the same file is read again."""
     keys = (
         "entity",
@@ -587,6 +587,8 @@ def mapping_fingerprint(d: DataConfig) -> str:
         "path_columns",
     )
     dump = d.model_dump(mode="json")
+    if dump["csv"]["record_end"] is None:  # keys added later count only when given: the
+        del dump["csv"]["record_end"]  # fingerprints of configs without them stay valid
     doc = {k: dump[k] for k in keys} | {
         "channels": [{k: c[k] for k in ("name", "source", "min", "max")} for c in dump["channels"]]
     }
@@ -738,6 +740,7 @@ def _with_source_text(
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     dcfg = cfg.data
+    data = csv_text.records_as_lines(data, dcfg)  # data.csv.record_end: as `read_csv` reads
     if dcfg.csv.whitespace:
         data, dcfg = csv_text.whitespace_as_tabs(data, dcfg)
     opts = csv_text.read_opts(dcfg, csv_text.read_layout(data[: 1 << 20], dcfg, None))

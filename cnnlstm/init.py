@@ -316,6 +316,7 @@ class Dialect:
     skip_rows: int = 0
     comment_prefix: str | None = None
     indexed: bool = False
+    record_end: str | None = None  # a character ending each record (WISDM's `;`)
     notes: list[str] = field(default_factory=list)
 
     def options(self) -> CsvOptions:
@@ -326,10 +327,18 @@ class Dialect:
             names=self.names,
             skip_rows=self.skip_rows,
             comment_prefix=self.comment_prefix,
+            record_end=self.record_end,
         )
 
     def key(self) -> tuple:
-        return (self.delimiter, self.whitespace, self.header, self.skip_rows, self.comment_prefix)
+        return (
+            self.delimiter,
+            self.whitespace,
+            self.header,
+            self.skip_rows,
+            self.comment_prefix,
+            self.record_end,
+        )
 
 
 def sniff(text: str) -> Dialect:
@@ -345,6 +354,13 @@ def sniff(text: str) -> Dialect:
     content = [ln for ln in lines if not (d.comment_prefix and ln.startswith(d.comment_prefix))]
     if not content:
         return d
+    # every record ended by one `;` (WISDM: `33,Jogging,...,0.50395286;`): a record terminator,
+    # not a field separator (a `;`-separated file with a trailing `;` has more than one per line)
+    body = [ln.rstrip() for ln in content[1:] or content]
+    if sum(ln.endswith(";") and ln.count(";") == 1 for ln in body) >= 0.9 * len(body):
+        d.record_end = ";"
+        d.notes.append("every record ends with ';': csv.record_end")
+        content = [ln.rstrip().removesuffix(";") for ln in content]
     # split at runs of blanks: one field count on (nearly) every line, and no quotes to honour
     ws_recs = [ln.split() for ln in content]
     ws_skip = None if any('"' in ln for ln in content) else _fits(ws_recs)
@@ -884,6 +900,7 @@ def infer(
                     header=False,
                     names=frames[-1].columns,
                     comment_prefix=dialect.comment_prefix,
+                    record_end=dialect.record_end,
                 )
                 # unreadable further in: the head alone, as before
                 with contextlib.suppress(FileRejected, pl.exceptions.PolarsError, ValueError):
@@ -913,6 +930,9 @@ def infer(
             csvd["header"] = False
             csvd["names"] = dialect.names
             d.todo("csv.names", "the files have no header: name the fields (c0.. are placeholders)")
+        if dialect.record_end:
+            csvd["record_end"] = dialect.record_end
+            d.comments["csv.record_end"] = "every record ends with it (then the line end)"
         if dialect.skip_rows:
             csvd["skip_rows"] = dialect.skip_rows
             d.comments["csv.skip_rows"] = "lines before the header that are not rows"

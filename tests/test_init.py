@@ -416,7 +416,7 @@ def _wisdm_lines(users=(33, 17, 20), per=120, step_ns=50_000_000) -> list[str]:
             for _ in range(per):
                 t += step_ns
                 x, y, z = rng.normal(size=3) * 5
-                out.append(f"{u},{a},{t},{x:.6f},{y:.6f},{z:.6f}")
+                out.append(f"{u},{a},{t},{x:.6f},{y:.6f},{z:.6f};")  # each record ends in ;
     return out
 
 
@@ -424,16 +424,18 @@ def _wisdm_lines(users=(33, 17, 20), per=120, step_ns=50_000_000) -> list[str]:
 def test_wisdm_like_uptime_nanoseconds_and_a_user_column_over_activities(
     tmp_path: Path, readme: bool
 ):
-    """One headerless file of all users: the activity (text) is the label, not the user id (an
-    int that also holds over runs, but whose runs each span several activities): the user is
-    the entity. The uptime in ns is no wall-clock epoch in ms (year 3526): read as ns, which
-    the README's 20 Hz confirms (without it: the unit whose step gives 1 Hz-1 kHz, a TODO)."""
+    """One headerless file of all users, each record ended by `;` (csv.record_end): the
+    activity (text) is the label, not the user id (an int that also holds over runs, but whose
+    runs each span several activities): the user is the entity. The uptime in ns is no
+    wall-clock epoch in ms (year 3526): read as ns, which the README's 20 Hz confirms (without
+    it: the unit whose step gives 1 Hz-1 kHz, a TODO)."""
     land = tmp_path / "wisdm"
     lines = _wisdm_lines()
     write_source(land / "WISDM_ar_v1.1_raw.txt", "\n".join(lines) + "\n")
     if readme:
         (land / "readme.txt").write_text("Sampling rate: 20Hz (1 sample every 50ms)\n")
     data, text = init_and_ingest(tmp_path, land, len(lines))
+    assert data["csv"]["record_end"] == ";"
     assert data["label"] == {"column": "c1", "dtype": "string"}
     assert data["entity"] == {"column": "c0"}
     assert data["timestamp"] == {"column": "c2", "format": "epoch_ns"}

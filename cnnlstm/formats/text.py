@@ -1,7 +1,9 @@
 """CSV text (any extension no other reader takes): the dialect of data.csv (delimiter, quotes,
 header or explicit names, a leading unnamed index field, skipped lines, comments), a fast polars
 path and a careful record-by-record path that quarantines ragged lines with their row number.
-With data.wide, `formats.wide` reads the file (one series per row) and melts it into long rows."""
+With data.wide, `formats.wide` reads the file (one series per row) and melts it into long rows.
+With data.csv.record_end the text is first rewritten to one record per line
+(`records_as_lines`), with data.csv.whitespace to tab-separated fields (`whitespace_as_tabs`)."""
 
 from __future__ import annotations
 
@@ -144,6 +146,12 @@ def read_csv(
     """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
     ``path`` (only the first 1 MiB is read here, for the header checks). With data.wide the
     file is read and melted by `formats.wide` (``max_rows`` caps the melted rows)."""
+    if cfg.csv.record_end is not None:  # records ended by a character: one record per line
+        if data is None:
+            assert path is not None
+            with open(path, "rb") as f:
+                data = f.read()
+        data = records_as_lines(data, cfg)
     if cfg.wide is not None:
         if data is None:
             assert path is not None
@@ -199,6 +207,35 @@ def read_csv(
         if bom:
             data = data[3:]
     return read_csv_careful(data, layout, cfg)
+
+
+def records_as_lines(data: bytes, cfg: DataConfig) -> bytes:
+    """``data.csv.record_end``: the text with one record per line. A terminator (a run of
+    them: the records between are empty) followed by optional blanks and a line end, or by the
+    end of the file, becomes one line end; any other terminator (two records on one line)
+    becomes a line end too. Terminators at the start of a line (empty records) are removed with
+    the blanks and line end after them, so the rewrite makes no blank line and the file's last
+    record needs neither a terminator nor a line end. Quotes are not honoured: a terminator
+    inside a quoted field or a comment line ends a record as well. The ``skip_rows`` lines (and
+    a UTF-8 byte order mark) are left as they are; row numbers then count records, not lines."""
+    end = cfg.csv.record_end
+    if end is None:
+        return data
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    for _ in range(cfg.csv.skip_rows):  # skipped lines are the file's lines, not records
+        nl = data.find(b"\n", start)
+        if nl < 0:
+            return data
+        start = nl + 1
+    t = end.encode("utf-8")
+    e = re.escape(t)
+    run = e + b"(?:" + e + b")*"  # one or more terminators (a literal first: a fast scan)
+    tail = rb"(?:[ \t]*(?:\r?\n|\Z))?"  # blanks and the line end after them, if any
+    body = data[start:]
+    if body.startswith(t) or b"\n" + t in body:  # empty records at a line start: removed
+        body = re.sub(rb"(?m)^" + run + tail, b"", body)
+    body = re.sub(run + tail, b"\n", body)
+    return data[:start] + body
 
 
 _EDGE_BLANKS = re.compile(rb"^[ \t]+|[ \t]+(?=\r?$)", re.M)
