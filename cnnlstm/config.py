@@ -10,6 +10,7 @@ Reference: docs/config.md.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from pathlib import Path
@@ -102,20 +103,112 @@ class PathColumns(_Strict):
 
 
 TimestampFormat = Literal["iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "sample_index"]
+TIMESTAMP_FORMATS: tuple[str, ...] = TimestampFormat.__args__  # type: ignore[attr-defined]
+# one chrono directive of a strftime-style pattern (polars' str.to_datetime/dt.strftime):
+# %Y, %-d (padding flags), %.f / %.3f / %3f (fractions), %z / %:z / %::z / %#z (offsets), %%
+_DIRECTIVE = re.compile(r"%(?:[-_0]?[A-Za-z%+]|\.?\d?f|:{1,3}z|#z)")
+_OFFSET_DIRECTIVES = {"%z", "%:z", "%::z", "%:::z", "%#z", "%+"}
+
+
+def pattern_directives(fmt: str) -> list[str]:
+    """The chrono directives of a strftime-style pattern, in order (``%%`` included)."""
+    return _DIRECTIVE.findall(fmt)
+
+
+def pattern_has_offset(fmt: str) -> bool:
+    """Does the pattern read a UTC offset (``%z``, ``%:z``, ``%#z``, ``%+``)? Its values are
+    then instants, converted to UTC; else local times in data.timestamp.timezone."""
+    return any(d in _OFFSET_DIRECTIVES for d in pattern_directives(fmt))
+
+
+# the directives that write the second, with the second as the literal 60 (chrono's
+# composite ones spelled out: %T and %X are %H:%M:%S, %r %I:%M:%S %p, %c and %+ as documented)
+_LEAP_SECOND = {
+    "%S": "60",
+    "%-S": "60",
+    "%_S": "60",
+    "%0S": "60",
+    "%T": "%H:%M:60",
+    "%X": "%H:%M:60",
+    "%r": "%I:%M:60 %p",
+    "%c": "%a %b %e %H:%M:60 %Y",
+    "%+": "%Y-%m-%dT%H:%M:60%.f%:z",
+}
+
+
+def leap_second_pattern(fmt: str) -> str | None:
+    """The pattern with its second written as the literal ``60`` (a value it reads is a leap
+    second, which chrono would read as the next minute's second 0); None when the pattern
+    writes no second."""
+    found = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal found
+        rep = _LEAP_SECOND.get(m.group(0))
+        found = found or rep is not None
+        return m.group(0) if rep is None else rep
+
+    out = _DIRECTIVE.sub(sub, fmt)
+    return out if found else None
+
+
+def _check_pattern(fmt: str) -> None:
+    """A pattern must be one polars (chrono) can write and read back to the same date: a
+    sample instant formatted with it and parsed again keeps its year, month and day."""
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    key = f"data.timestamp.format {fmt!r}"
+    if "%Z" in pattern_directives(fmt):
+        raise ValueError(
+            f"{key}: %Z (a time-zone name) cannot be read by polars/chrono; write the offset "
+            "with %z or %:z, or give the zone in data.timestamp.timezone"
+        )
+    aware = pattern_has_offset(fmt)
+    sample = datetime(2006, 12, 16, 17, 24, 37, 250000, tzinfo=UTC if aware else None)
+    try:
+        text = pl.Series([sample]).dt.strftime(fmt)
+        back = text.str.to_datetime(
+            fmt, time_unit="us", strict=False, **({"time_zone": "UTC"} if aware else {})
+        )
+    except Exception as e:  # polars raises ComputeError/InvalidOperationError for bad patterns
+        lines = str(e).strip().splitlines()
+        raise ValueError(
+            f"{key} is not a pattern polars (chrono) can read dates with: "
+            f"{lines[0] if lines else type(e).__name__}"
+        ) from None
+    got = back[0]
+    if got is None or got.date() != sample.date():
+        raise ValueError(
+            f"{key} does not read a whole date: {sample.isoformat()} written with it is "
+            f"{text[0]!r}, read back as {got}; a pattern needs a year (%Y or %y) and a day "
+            "(%m and %d, %b and %d, or %j)"
+        )
 
 
 class TimestampSpec(_Strict):
     """How the source expresses time. Everything becomes UTC microseconds in the lake.
 
+    ``format`` is one of the named formats or a strftime-style pattern (any text with ``%``,
+    read by polars/chrono). ``column`` may be a list of columns (text formats only): their
+    values, joined with one space in order, are the text the format reads (``[Date, Time]``
+    with ``'%d/%m/%Y %H:%M:%S'``).
+
     ``format: sample_index`` without a ``column`` numbers each row by its 0-based position in
     its file (rows later quarantined count too): arrays and recordings without a time column."""
 
-    column: str | None = Field(
+    column: str | list[str] | None = Field(
         default=None,
-        description="the source column of time; may be omitted (null) only with format "
+        description="the source column of time, or a list of columns whose values are joined "
+        "with one space (format iso or a pattern); may be omitted (null) only with format "
         "sample_index: each row's 0-based position in its file is then its sample index",
     )
-    format: TimestampFormat = "iso"
+    format: TimestampFormat | str = Field(
+        default="iso",
+        description="a named format, or a strftime-style pattern containing % (e.g. "
+        "'%d/%m/%Y %H:%M:%S')",
+    )
     timezone: str = Field(
         default="UTC", description="zone assumed for ISO strings without an offset"
     )
@@ -123,6 +216,19 @@ class TimestampSpec(_Strict):
     start: str | None = Field(
         default=None, description="ISO instant of sample 0 (format: sample_index)"
     )
+
+    @field_validator("format")
+    @classmethod
+    def _named_or_pattern(cls, v: str) -> str:
+        if v in TIMESTAMP_FORMATS:
+            return v
+        if "%" not in v:
+            raise ValueError(
+                f"data.timestamp.format {v!r} is not one of {', '.join(TIMESTAMP_FORMATS)}; "
+                "a strftime-style pattern contains % (e.g. '%d/%m/%Y %H:%M:%S')"
+            )
+        _check_pattern(v)
+        return v
 
     @model_validator(mode="after")
     def _sample_index_needs_rate(self) -> TimestampSpec:
@@ -134,7 +240,36 @@ class TimestampSpec(_Strict):
                 "format sample_index may omit it (each row's position in its file is then its "
                 "sample index)"
             )
+        if isinstance(self.column, list):
+            if not self.column:
+                raise ValueError("data.timestamp.column: an empty list names no column")
+            dup = sorted({c for c in self.column if self.column.count(c) > 1})
+            if dup:
+                raise ValueError(f"data.timestamp.column names a column twice: {dup}")
+            if not self.is_text:
+                raise ValueError(
+                    f"data.timestamp.column: a list of columns {self.column} is joined as text, "
+                    f"for format iso or a strftime-style pattern; format {self.format} reads "
+                    "one column"
+                )
         return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns of time (empty for sample_index by row position)."""
+        if self.column is None:
+            return []
+        return [self.column] if isinstance(self.column, str) else list(self.column)
+
+    @property
+    def is_pattern(self) -> bool:
+        """``format`` is a strftime-style pattern (not one of the named formats)."""
+        return self.format not in TIMESTAMP_FORMATS
+
+    @property
+    def is_text(self) -> bool:
+        """Time written as text: format iso or a pattern."""
+        return self.format == "iso" or self.is_pattern
 
 
 class ChannelSpec(_Strict):
@@ -199,6 +334,16 @@ class CsvOptions(_Strict):
         "blanks ignored (space-aligned text: the NASA turbofan files, the UCR .txt layout); "
         "delimiter and quote_char are then unused",
     )
+    decimal_comma: bool = Field(
+        default=False,
+        description="numbers are written with a decimal comma (2,6 for 2.6), as European "
+        "spreadsheets write them; the delimiter must then be another character",
+    )
+    encoding: str = Field(
+        default="utf-8",
+        description="the text encoding of the files (a Python codec name: utf-8, cp1252, "
+        "latin-1, utf-16, ...); the text is decoded with it before anything else",
+    )
     record_end: str | None = Field(
         default=None,
         min_length=1,
@@ -232,6 +377,22 @@ class CsvOptions(_Strict):
         # their position)
         if self.names is not None and len(set(self.names)) != len(self.names):
             raise ValueError(f"data.csv.names has duplicates: {self.names}")
+        return self
+
+    @model_validator(mode="after")
+    def _decimal_comma_and_encoding(self) -> CsvOptions:
+        if self.decimal_comma and not self.whitespace and self.delimiter == ",":
+            raise ValueError(
+                "data.csv.decimal_comma needs another delimiter than ',' (e.g. ';' or a tab): "
+                "a comma cannot separate fields and decimals at once"
+            )
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(
+                f"data.csv.encoding {self.encoding!r} is no known text encoding (e.g. utf-8, "
+                "cp1252, latin-1, utf-16)"
+            ) from None
         return self
 
     @model_validator(mode="after")
@@ -454,8 +615,7 @@ class DataConfig(_Strict):
 
     def required_source_columns(self) -> list[str]:
         cols = [c.src for c in self.channels]
-        if self.timestamp.column is not None:  # none: sample_index by row position
-            cols.append(self.timestamp.column)
+        cols += self.timestamp.columns  # none: sample_index by row position
         if self.entity.column:
             cols.append(self.entity.column)
         for p in self.entity.parts or []:

@@ -38,7 +38,14 @@ import polars as pl
 import xxhash
 
 from cnnlstm import __version__
-from cnnlstm.config import Config, DataConfig
+from cnnlstm.config import (
+    Config,
+    DataConfig,
+    TimestampSpec,
+    leap_second_pattern,
+    pattern_directives,
+    pattern_has_offset,
+)
 from cnnlstm.formats import HEAD, NOT_TEXT, ROW, FileRejected, is_text, read_source
 from cnnlstm.formats import text as csv_text
 from cnnlstm.formats.base import CLIP, clip
@@ -574,7 +581,8 @@ def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
 def mapping_fingerprint(d: DataConfig) -> str:
     """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
     channels and their ranges, label, metadata columns, CSV dialect, path columns; rename,
-    wide, denormals and csv.record_end when not the default). Part of a
+    wide, denormals, csv.record_end, csv.decimal_comma and csv.encoding when not the
+    default). Part of a
     source's ledger key: after a fix of these, the same file is read again."""
     keys = (
         "entity",
@@ -587,8 +595,11 @@ def mapping_fingerprint(d: DataConfig) -> str:
         "path_columns",
     )
     dump = d.model_dump(mode="json")
-    if dump["csv"]["record_end"] is None:  # keys added later count only when given: the
-        del dump["csv"]["record_end"]  # fingerprints of configs without them stay valid
+    # keys added later count only when not their default: the fingerprints of configs
+    # without them stay valid
+    for key, default in (("record_end", None), ("decimal_comma", False), ("encoding", "utf-8")):
+        if dump["csv"][key] == default:
+            del dump["csv"][key]
     doc = {k: dump[k] for k in keys} | {
         "channels": [{k: c[k] for k in ("name", "source", "min", "max")} for c in dump["channels"]]
     }
@@ -740,6 +751,7 @@ def _with_source_text(
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     dcfg = cfg.data
+    data = csv_text.as_utf8(data, dcfg)  # data.csv.encoding: as `read_csv` reads
     data = csv_text.records_as_lines(data, dcfg)  # data.csv.record_end: as `read_csv` reads
     if dcfg.csv.whitespace:
         data, dcfg = csv_text.whitespace_as_tabs(data, dcfg)
@@ -798,25 +810,33 @@ def _to_number(df: pl.DataFrame, col: str, dtype: pl.DataType) -> tuple[pl.Expr,
 
 def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | None]:
     ts = cfg.timestamp
-    leap: pl.Expr | None = None  # ISO text with second 60
+    leap: pl.Expr | None = None  # text with second 60
+    local: pl.Expr | None = None  # a pattern's local time that the zone makes ambiguous/skips
+    missing: pl.Expr | None = None  # a missing part of a time joined from several columns
     if ts.column is None:  # sample_index by position: the row's 0-based place in its file
         # (`_row` counts every data row of the file in its original order, quarantined ones
         # too, so a bad row does not shift the samples after it)
         raw = pl.col(ROW) - 1
         col, src = ROW, pl.Int64()
+    elif isinstance(ts.column, list):  # text formats only (config): joined with one space
+        col, src = " ".join(ts.column), pl.String()
+        raw = pl.concat_str([_time_part(df, c, ts.column) for c in ts.column], separator=" ")
+        missing = _missing_time_parts(ts.column)
     else:
         col, src = ts.column, df.schema[ts.column]
         raw = pl.col(col)
-    if ts.format == "iso":
-        if isinstance(src, pl.Datetime):
-            e = (
-                raw.dt.convert_time_zone("UTC")
-                if src.time_zone
-                else raw.dt.replace_time_zone(
-                    ts.timezone, ambiguous="null", non_existent="null"
-                ).dt.convert_time_zone("UTC")
-            )
-            return e.cast(TIMESTAMP_DTYPE), None
+    if ts.is_text and isinstance(src, pl.Datetime):  # already a time (Parquet, ...)
+        e = (
+            raw.dt.convert_time_zone("UTC")
+            if src.time_zone
+            else raw.dt.replace_time_zone(
+                ts.timezone, ambiguous="null", non_existent="null"
+            ).dt.convert_time_zone("UTC")
+        )
+        return e.cast(TIMESTAMP_DTYPE), None
+    if ts.is_pattern:
+        typed, leap, local = _pattern_time(raw, src, col, ts)
+    elif ts.format == "iso":
         if src != pl.String:
             raise FileRejected(
                 f"timestamp column {col!r} has type {src}; data.timestamp.format=iso wants text"
@@ -879,8 +899,86 @@ def _timestamp(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.Expr, pl.Expr | No
             )
             .otherwise(msg)
         )
+    if local is not None:
+        msg = (
+            pl.when(local)
+            .then(
+                pl.format(
+                    "timestamp: '{}' read as {} is a local time that {} skips or repeats (a "
+                    "clock change): no single instant",
+                    _clipped(raw),
+                    pl.lit(ts.format),
+                    pl.lit(ts.timezone),
+                )
+            )
+            .otherwise(msg)
+        )
     err = pl.when(raw.is_not_null() & typed.is_null()).then(msg)
+    if missing is not None:
+        err = pl.coalesce(missing, err)
     return typed, err
+
+
+def _time_part(df: pl.DataFrame, c: str, cols: list[str]) -> pl.Expr:
+    """One column of a time joined from several (data.timestamp.column as a list), as text."""
+    dt = df.schema[c]
+    if dt == pl.String:
+        return pl.col(c).str.strip_chars()
+    if dt.is_integer() or dt in (pl.Date, pl.Time):
+        return pl.col(c).cast(pl.String)
+    raise FileRejected(
+        f"timestamp column {c!r} has type {dt}; the columns of data.timestamp.column {cols} "
+        "are joined as text (text, integers, dates or times)"
+    )
+
+
+def _missing_time_parts(cols: list[str]) -> pl.Expr:
+    """The reason of a row where a column of a joined time is missing (else null)."""
+    names = pl.concat_str(
+        [pl.when(pl.col(c).is_null()).then(pl.lit(repr(c))) for c in cols],
+        separator=", ",
+        ignore_nulls=True,
+    )
+    return pl.when(pl.any_horizontal([pl.col(c).is_null() for c in cols])).then(
+        pl.format(
+            "timestamp: missing value in {} (data.timestamp.column {} is joined)",
+            names,
+            pl.lit(str(cols)),
+        )
+    )
+
+
+def _pattern_time(
+    raw: pl.Expr, src: pl.DataType, col: str, ts: TimestampSpec
+) -> tuple[pl.Expr, pl.Expr | None, pl.Expr]:
+    """Text read with a strftime-style pattern (data.timestamp.format with %): (UTC instant,
+    leap second flag or None, flag of a local time the zone skips or repeats)."""
+    fmt = ts.format
+    if src.is_integer():  # e.g. 20061216 with '%Y%m%d'
+        raw = raw.cast(pl.String)
+    elif src != pl.String:
+        raise FileRejected(
+            f"timestamp column {col!r} has type {src}; data.timestamp.format={fmt!r} wants text"
+        )
+    s = raw.str.strip_chars()
+    if pattern_has_offset(fmt):  # each value carries its offset: an instant
+        typed = s.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+        local = pl.lit(False)
+    else:  # local times in data.timestamp.timezone (%s: seconds since the epoch, UTC)
+        zone = "UTC" if "%s" in pattern_directives(fmt) else ts.timezone
+        naive = s.str.to_datetime(fmt, time_unit="us", strict=False)
+        typed = naive.dt.replace_time_zone(
+            zone, ambiguous="null", non_existent="null"
+        ).dt.convert_time_zone("UTC")
+        local = naive.is_not_null() & typed.is_null()
+    typed = typed.cast(TIMESTAMP_DTYPE)
+    leap = None
+    leap_fmt = leap_second_pattern(fmt)
+    if leap_fmt is not None:  # chrono reads second 60 as the next minute's 0 (see iso)
+        kw: dict[str, Any] = {"time_zone": "UTC"} if pattern_has_offset(fmt) else {}
+        leap = s.str.to_datetime(leap_fmt, time_unit="us", strict=False, **kw).is_not_null()
+        typed = pl.when(~leap).then(typed)
+    return typed, leap, local
 
 
 def _entity_part(p: str, src: pl.DataFrame, meta: FileMeta) -> pl.Expr:

@@ -70,6 +70,8 @@ MAX_SERIES_WINDOW = 512  # a window over a whole series, at most this long
 EPOCH = "1970-01-01T00:00:00Z"
 DELIMITERS = [",", "\t", ";", "|", " "]
 COMMENT_PREFIXES = ("#", "//", "%")
+DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")  # 2,6 (a decimal comma; 1,234,5 is not one)
+DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+(?:[eE][-+]?\d+)?$")
 SPLIT_VALUES = {"train", "test", "val", "valid", "validation", "dev", "training", "testing"}
 RESERVED = {"entity_id", "timestamp", "label", "date"}
 TS_HINTS = {"time", "timestamp", "ts", "date", "datetime", "t", "epoch", "sample", "cycle"}
@@ -83,6 +85,8 @@ GENERIC_DIRS = {"landing", "data", "raw", "input", "inbox", "incoming", "files"}
 BOOL_VALUES = {"true", "false", "yes", "no"}
 MISSING_WORDS = ["nan", "na", "n/a", "null", "none", "?", "#n/a"]  # missing numbers, as written
 MOSTLY_MISSING = 0.5  # a numeric column missing in more of the sampled rows is no channel
+# numbers that loggers write for "no value" (the UCI Air Quality file: -200)
+MISSING_CODES = (-200.0, -999.0, -9999.0, -99999.0, 9999.0, 99999.0)
 
 
 class InitError(ValueError):
@@ -317,6 +321,8 @@ class Dialect:
     comment_prefix: str | None = None
     indexed: bool = False
     record_end: str | None = None  # a character ending each record (WISDM's `;`)
+    decimal_comma: bool = False  # numbers written 2,6
+    encoding: str = "utf-8"  # of the files (the sample is read as UTF-8 once decoded)
     notes: list[str] = field(default_factory=list)
 
     def options(self) -> CsvOptions:
@@ -328,6 +334,7 @@ class Dialect:
             skip_rows=self.skip_rows,
             comment_prefix=self.comment_prefix,
             record_end=self.record_end,
+            decimal_comma=self.decimal_comma,
         )
 
     def key(self) -> tuple:
@@ -338,6 +345,8 @@ class Dialect:
             self.skip_rows,
             self.comment_prefix,
             self.record_end,
+            self.decimal_comma,
+            self.encoding,
         )
 
 
@@ -372,8 +381,10 @@ def sniff(text: str) -> Dialect:
             continue
         if delim in (" ", "\t") and ws_skip is not None and any("" in r for r in recs[skip:]):
             break  # empty fields between blanks (aligned columns, trailing blanks): whitespace
-        best = (delim, recs[skip:], skip)
-        break
+        if best is None or skip < best[2]:  # the first that fits, unless a later one also
+            best = (delim, recs[skip:], skip)  # splits the lines it skips (a header: the `;`
+        if skip == 0:  # of `Date;Time;CO(GT)` over `10/03/2004;18.00.00;2,6`, whose decimal
+            break  # commas split every data line alike)
     if best is None and ws_skip is not None:
         d.whitespace = True
         best = (",", ws_recs[ws_skip:], ws_skip)
@@ -385,6 +396,16 @@ def sniff(text: str) -> Dialect:
         d.notes.append("TODO: no delimiter among , tab ; | space splits the lines consistently")
         return d
     d.delimiter, recs, d.skip_rows = best
+    if d.delimiter != "," or d.whitespace:  # numbers written 2,6: a decimal comma
+        cells = [v.strip() for r in recs[1:200] for v in r]
+        commas = sum(bool(DECIMAL_COMMA.match(v)) for v in cells)
+        if commas and commas > sum(bool(DECIMAL_POINT.match(v)) for v in cells):
+            d.decimal_comma = True
+            d.notes.append(f"numbers written with a decimal comma ({commas} such cells)")
+            recs = [
+                [v.replace(",", ".") if DECIMAL_COMMA.match(v.strip()) else v for v in r]
+                for r in recs
+            ]
     first, rows = recs[0], recs[1:6]
     if looks_indexed(first, rows):
         d.indexed = True
@@ -426,9 +447,37 @@ def _fits(recs: list[list[str]]) -> int | None:
 
 
 def read_text(data: bytes, dialect: Dialect) -> pl.DataFrame:
-    """The sample read as ingest reads it (`formats.text.read_csv`; all columns as strings)."""
+    """The sample read as ingest reads it (`formats.text.read_csv`; all columns as strings;
+    decimal commas as points, as ingest reads numbers)."""
     df, _ = read_csv(data, permissive(dialect.options()))
-    return df.drop(ROW).select(pl.all().cast(pl.String))
+    df = df.drop(ROW).select(pl.all().cast(pl.String))
+    if dialect.decimal_comma:
+        s = pl.all().str.strip_chars()
+        df = df.with_columns(
+            pl.when(s.str.contains(DECIMAL_COMMA.pattern))
+            .then(s.str.replace(",", ".", literal=True))
+            .otherwise(pl.all())
+            .name.keep()
+        )
+    return df
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    """The encoding of a text sample and its text: UTF-8 (a BOM dropped), UTF-16 by its byte
+    order mark, else the first of cp1252 and latin-1 that decodes it (latin-1 always does)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16", raw[: len(raw) // 2 * 2].decode("utf-16", errors="ignore")
+    try:
+        return "utf-8", raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start >= len(raw) - 3:  # a character cut by the sample's end
+            return "utf-8", raw[: e.start].decode("utf-8")
+    for enc in ("cp1252", "latin-1"):
+        try:
+            return enc, raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return "latin-1", raw.decode("latin-1")  # pragma: no cover (latin-1 decodes every byte)
 
 
 def read_parquet(path: Path, max_rows: int) -> pl.DataFrame:
@@ -561,6 +610,7 @@ class Col:
     const_in_files: bool = True
     file_values: list[str] = field(default_factory=list)  # the value of each file (if constant)
     iso: int = 0  # values that parse as ISO date-times
+    codes: dict[float, int] = field(default_factory=dict)  # missing-value codes seen (-200)
     rows: int = 0  # sampled rows of the files that have it
     missing: int = 0  # empty cells and missing-value words (NaN, NA, ...) of a numeric column
     missing_words: set[str] = field(default_factory=set)  # the words as written
@@ -602,6 +652,8 @@ def _iso(s: pl.Expr) -> pl.Expr:
 def profile(frames: list[pl.DataFrame]) -> dict[str, Col]:
     cols: dict[str, Col] = {}
     for df in frames:
+        # a line of empty fields only (`;;;;;;` closing the Air Quality file) holds no values
+        df = df.filter(~pl.all_horizontal(pl.all().is_null())) if df.width else df
         for name in df.columns:
             c = cols.setdefault(name, Col(name))
             s = df[name].drop_nulls()
@@ -618,6 +670,10 @@ def profile(frames: list[pl.DataFrame]) -> dict[str, Col]:
                 c.missing += df.height - s.len()
             c.nonnull += s.len()
             num = s.str.strip_chars().cast(pl.Float64, strict=False)
+            for code in MISSING_CODES:
+                k = int((num == code).sum())
+                if k:
+                    c.codes[code] = c.codes.get(code, 0) + k
             ok = num.drop_nulls()
             c.numeric += ok.len()
             if ok.len():
@@ -864,11 +920,14 @@ def infer(
                 rels.append(rel)
                 continue
             raw = _head(f, max_bytes)
-            text = raw.decode("utf-8", errors="replace")
+            enc, text = _decode(raw)
+            raw = text.encode("utf-8")  # the sample as UTF-8; the draft names the encoding
         except (OSError, EOFError, ValueError) as e:
             d.notes.append(f"could not read {rel}: {e}")
             continue
-        dialects.append((sniff(text), rel))
+        dl = sniff(text)
+        dl.encoding = enc
+        dialects.append((dl, rel))
         texts[rel] = raw
     dialect = Dialect()
     if dialects:
@@ -893,6 +952,8 @@ def infer(
             # values from further into a large file: for the profile only (ranges, distinct
             # values, missing values), not for the order of rows (steps, runs)
             more = _spread(landing / rel, max_bytes)
+            if dialect.encoding != "utf-8":
+                more = more.decode(dialect.encoding, errors="ignore").encode("utf-8")
             if more and frames[-1].height:
                 cont = Dialect(
                     delimiter=dialect.delimiter,
@@ -930,6 +991,16 @@ def infer(
             csvd["header"] = False
             csvd["names"] = dialect.names
             d.todo("csv.names", "the files have no header: name the fields (c0.. are placeholders)")
+        if dialect.decimal_comma:
+            csvd["decimal_comma"] = True
+            d.comments["csv.decimal_comma"] = "numbers written 2,6"
+        if dialect.encoding != "utf-8":
+            csvd["encoding"] = dialect.encoding
+            d.comments["csv.encoding"] = (
+                "by its byte order mark"
+                if dialect.encoding == "utf-16"
+                else "not UTF-8: the first legacy encoding that reads the sample; check it"
+            )
         if dialect.record_end:
             csvd["record_end"] = dialect.record_end
             d.comments["csv.record_end"] = "every record ends with it (then the line end)"
@@ -1272,6 +1343,7 @@ def infer(
     channels: list[dict[str, Any]] = []
     skipped: list[str] = []
     gappy: list[Col] = []  # channels with missing values
+    coded: list[str] = []  # missing-value codes (-200) seen in channels
     for name_, c in cols.items():
         if name_ in used:
             continue
@@ -1302,6 +1374,9 @@ def infer(
                 if c.missing:
                     d.channel_notes[name_] += f"; missing in {c.missing_share:.1%} of the rows"
                     gappy.append(c)
+                for code, k in c.codes.items():  # at an end of the range, in 1 % of the rows
+                    if k >= 0.01 * c.rows and code in (c.lo, c.hi):
+                        coded.append(f"{_num(code)} in {k / c.rows:.0%} of {name_!r}")
         elif c.boolish:
             columns[name_] = "bool"
         elif c.nonnull == 0:
@@ -1314,6 +1389,12 @@ def infer(
     if words:  # NaN read as a number would be quarantined as non-finite: read it as missing
         data.setdefault("csv", {})["null_values"] = ["", *words]
         d.comments["csv.null_values"] = f"missing values written {words} (and empty cells)"
+    if coded:
+        d.todos.append(
+            "csv.null_values: a code for a missing value? "
+            + "; ".join(coded[:4])
+            + " (add it as text, e.g. null_values: ['', '-200'], with allow_missing_channels)"
+        )
     if gappy:
         data["allow_missing_channels"] = True
         d.comments["allow_missing_channels"] = (

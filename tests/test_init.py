@@ -495,3 +495,54 @@ def test_pamap2_like_nan_cells_a_mostly_missing_column_and_a_label_late_in_the_f
     assert "c2 (missing in 90%" in text
     assert data["allow_missing_channels"] is True
     assert yaml.safe_load(text)["window"]["impute"] == "linear"
+
+
+def _air_quality_lines(n: int = 120) -> list[str]:
+    """UCI Air Quality-like: `;`-separated, decimal commas, a trailing `;;` on every line (two
+    unnamed empty fields), -200 for a missing value, date and time in two columns."""
+    out = ["Date;Time;CO(GT);PT08.S1(CO);NMHC(GT);T;RH;AH;;"]
+    pt08 = np.random.default_rng(3).integers(700, 2000, size=n)
+    for i in range(n):
+        co, t, ah = 0.5 + i % 40 / 10, 10 + i % 17 / 2, 0.7 + i % 13 / 100
+        nmhc = "-200" if i % 5 else "150"
+        vals = [
+            f"{co:.1f}",
+            str(pt08[i]),
+            nmhc,
+            f"{t:.1f}",
+            f"{40 + i % 30:.1f}",
+            f"{ah:.4f}",
+        ]
+        date = f"{10 + i // 24:02d}/03/2004;{i % 24:02d}.00.00"
+        out.append(date + ";" + ";".join(v.replace(".", ",") for v in vals) + ";;")
+    return out
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252", "utf-16"])
+def test_air_quality_like_decimal_commas_trailing_delimiters_and_encodings(
+    tmp_path: Path, encoding: str
+):
+    """The `;` delimiter is chosen over `,` (which splits the data lines alike, through their
+    decimal commas, but not the header), `decimal_comma: true`, the encoding named when not
+    UTF-8, the unnamed empty fields left out, and -200 pointed out as a missing-value code.
+    A closing line of empty fields only (`;;;;;;;;;`) is one quarantined row."""
+    land = tmp_path / "air"
+    lines = _air_quality_lines()
+    text = "\n".join(lines) + "\n;;;;;;;;;\n"
+    header = lines[0].replace("(GT)", "(µg/m³)") if encoding != "utf-8" else lines[0]
+    text = text.replace(lines[0], header)
+    write_source(land / "AirQualityUCI.csv", text.encode(encoding))
+    out = tmp_path / "conf" / "air.yaml"
+    r = run("init", str(land), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    draft = out.read_text()
+    data = yaml.safe_load(draft)["data"]
+    assert data["csv"]["delimiter"] == ";" and data["csv"]["decimal_comma"] is True
+    assert data["csv"].get("encoding", "utf-8") == encoding
+    names = [c["name"] for c in data["channels"]]
+    assert names[:2] == [header.split(";")[2], "PT08.S1(CO)"] and "AH" in names
+    assert not any(n.startswith("unnamed") for n in names)
+    assert "-200 in 80% of" in draft and "allow_missing_channels" not in data
+    rep = ingest(load_config(out), [str(land)])
+    t = rep.totals()
+    assert (t["accepted"], t["quarantined"], t["rejected"]) == (120, 1, 0), draft

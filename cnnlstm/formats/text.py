@@ -7,6 +7,7 @@ With data.csv.record_end the text is first rewritten to one record per line
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -61,7 +62,10 @@ def csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
     except UnicodeDecodeError as e:
         text = head[: e.start].decode("utf-8")
         if not text.count("\n"):
-            raise FileRejected(f"not UTF-8: invalid byte in the header at byte {e.start}") from e
+            raise FileRejected(
+                f"not UTF-8: invalid byte in the header at byte {e.start} (another encoding? "
+                "set data.csv.encoding, e.g. cp1252 or latin-1)"
+            ) from e
     lines = [ln for ln in text.splitlines()[c.skip_rows :] if ln.strip()]  # no blank lines
     if c.comment_prefix:
         lines = [ln for ln in lines if not ln.startswith(c.comment_prefix)]
@@ -105,6 +109,11 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
                 f"leading unnamed index field: the header has {len(header) - 1} names, the "
                 f"rows {len(header)} fields; read as {INDEX_COLUMN} (data.csv.index_column)"
             )
+    # empty names (a trailing delimiter on every line: `...;AH;;`): named by their position
+    header = [h if h.strip() else f"unnamed_{i}" for i, h in enumerate(header)]
+    if notes is not None and any(h.startswith("unnamed_") for h in header):
+        unnamed = [h for h in header if h.startswith("unnamed_")]
+        notes.append(f"fields without a name in the header: read as {clip_names(unnamed)}")
     header = named_fields(header, c.names)
     return Layout(c.skip_rows + 1, header, len(recs) - 1)
 
@@ -125,6 +134,7 @@ def read_opts(cfg: DataConfig, layout: Layout) -> dict[str, Any]:
     c = cfg.csv
     return dict(
         separator=c.delimiter,
+        decimal_comma=c.decimal_comma,
         quote_char=c.quote_char,
         null_values=c.null_values,
         has_header=False,
@@ -146,6 +156,12 @@ def read_csv(
     """CSV text -> frame. ``data`` is the file's bytes, or None to let polars memory-map
     ``path`` (only the first 1 MiB is read here, for the header checks). With data.wide the
     file is read and melted by `formats.wide` (``max_rows`` caps the melted rows)."""
+    if not _is_utf8(cfg.csv.encoding):  # data.csv.encoding: decoded to UTF-8 first
+        if data is None:
+            assert path is not None
+            with open(path, "rb") as f:
+                data = f.read()
+        data = as_utf8(data, cfg)
     if cfg.csv.record_end is not None:  # records ended by a character: one record per line
         if data is None:
             assert path is not None
@@ -206,7 +222,33 @@ def read_csv(
             data = f.read()
         if bom:
             data = data[3:]
-    return read_csv_careful(data, layout, cfg)
+    df, bad = read_csv_careful(data, layout, cfg)
+    if cfg.csv.decimal_comma:  # the careful path's text: 2,6 -> 2.6 where numbers are read
+        num = [n for n in numeric_overrides(cfg) if n in df.columns]  # (a value that is no
+        point = pl.col(num).str.replace(",", ".", literal=True)  # number either way keeps
+        ok = point.str.strip_chars().cast(pl.Float64, strict=False).is_not_null()  # its text)
+        df = df.with_columns(pl.when(ok).then(point).otherwise(pl.col(num)).name.keep())
+    return df, bad
+
+
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def as_utf8(data: bytes, cfg: DataConfig) -> bytes:
+    """``data.csv.encoding``: the text decoded with it and written as UTF-8 (unchanged when
+    it is UTF-8). A byte the encoding cannot decode rejects the file, naming it and its line."""
+    enc = cfg.csv.encoding
+    if _is_utf8(enc):
+        return data
+    try:
+        return data.decode(enc).encode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise FileRejected(
+            f"not {enc} (data.csv.encoding): cannot decode byte 0x{data[e.start]:02x} on line "
+            f"{line}"
+        ) from e
 
 
 def records_as_lines(data: bytes, cfg: DataConfig) -> bytes:
@@ -280,7 +322,10 @@ def read_csv_careful(
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise FileRejected(f"not UTF-8: invalid byte 0x{data[e.start]:02x} on line {line}") from e
+        raise FileRejected(
+            f"not UTF-8: invalid byte 0x{data[e.start]:02x} on line {line} (another encoding? "
+            "set data.csv.encoding, e.g. cp1252 or latin-1)"
+        ) from e
     reader = csv.reader(
         io.StringIO(text, newline=""),
         delimiter=cfg.csv.delimiter,
