@@ -70,6 +70,9 @@ MAX_SERIES_WINDOW = 512  # a window over a whole series, at most this long
 EPOCH = "1970-01-01T00:00:00Z"
 DELIMITERS = [",", "\t", ";", "|", " "]
 COMMENT_PREFIXES = ("#", "//", "%")
+DATE_PATTERNS = ["%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y", "%Y-%m-%d"]
+TIME_PATTERNS = ["%H:%M:%S", "%H:%M:%S%.f", "%H:%M", "%H.%M.%S", "%I:%M:%S %p", "%I:%M %p"]
+JOINED = "\x00date time"  # a date column and a time column beside it, joined (internal name)
 DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")  # 2,6 (a decimal comma; 1,234,5 is not one)
 DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+(?:[eE][-+]?\d+)?$")
 SPLIT_VALUES = {"train", "test", "val", "valid", "validation", "dev", "training", "testing"}
@@ -700,6 +703,9 @@ def _seconds(frame: pl.DataFrame, col: str, fmt: str) -> pl.Series:
     s = frame[col]
     if fmt == "iso":
         return s.to_frame("v").select(_iso(pl.col("v")).dt.epoch("us") / 1e6).to_series()
+    if "%" in fmt:
+        t = s.str.strip_chars().str.to_datetime(fmt, time_unit="us", strict=False)
+        return t.dt.epoch("us") / 1e6
     n = s.str.strip_chars().cast(pl.Float64, strict=False)
     div = {"epoch_ms": 1e3, "epoch_us": 1e6, "epoch_ns": 1e9}.get(fmt, 1.0)
     return n / div
@@ -755,6 +761,39 @@ class Draft:
 
 UNITS = (("epoch_s", 1.0), ("epoch_ms", 1e3), ("epoch_us", 1e6), ("epoch_ns", 1e9))
 YEAR_2200 = 7_258_118_400.0  # seconds after 1970-01-01: later instants are quarantined
+
+
+_DATETIME_PATTERNS = [f"{d} {t}" for d in DATE_PATTERNS for t in TIME_PATTERNS] + DATE_PATTERNS
+
+
+def _date_pattern(
+    frames: list[pl.DataFrame], col: str, pats: list[str], time_only: bool = False
+) -> tuple[str, str | None] | None:
+    """The strftime pattern that reads every sampled value of a text column (at most 5 % may
+    fail), with a TODO when a day-first and a month-first pattern both do (no day over 12 in
+    the sample); None when none does."""
+    s = pl.concat([f[col] for f in frames if col in f.columns]).drop_nulls().str.strip_chars()
+    s = s.filter(s != "").head(2000)
+    if s.len() == 0 or not s.str.contains(r"\d").all():
+        return None
+    if time_only:  # parse a time with a fixed date before it: a date alone is no time
+        s = "2000-01-01 " + s
+        pats = [f"%Y-%m-%d {p}" for p in pats]
+    ok = []
+    for p in pats:
+        share = s.str.to_datetime(p, time_unit="us", strict=False).is_not_null().mean()
+        if share is not None and share >= 0.95:
+            ok.append(p)
+    if not ok:
+        return None
+    best = ok[0].removeprefix("%Y-%m-%d ") if time_only else ok[0]
+    swapped = best.replace("%d", "\x00").replace("%m", "%d").replace("\x00", "%m")
+    if not time_only and swapped != best and swapped in ok:
+        return best, (
+            f"{best!r} and {swapped!r} both read every sampled value (no day over 12): "
+            "day or month first? check"
+        )
+    return best, None
 
 
 def _raw_step(frames: list[pl.DataFrame], col: str) -> float | None:
@@ -1067,6 +1106,32 @@ def infer(
     ]
     ts_col = ts_fmt = ts_by = None
     ts_todo = None
+    # dates written another way than ISO (16/12/2006 17:24:00), and a date column with the
+    # time in the next one (Date;Time): a strftime pattern, the two columns joined
+    patterns: dict[str, tuple[str, str | None]] = {}
+    pair: tuple[str, str] | None = None
+    names_ = [n for n in frames[0].columns if n in cols]
+    for a, b in zip(names_, names_[1:], strict=False):
+        ca, cb = cols[a], cols[b]
+        if ca.files == cb.files == n_files and not ca.is_numeric and not cb.is_numeric:
+            pa = _date_pattern(frames, a, DATE_PATTERNS)
+            pb = _date_pattern(frames, b, TIME_PATTERNS, time_only=True)
+            if pa and pb:
+                pair = (a, b)
+                frames = [
+                    f.with_columns(pl.concat_str([a, b], separator=" ").alias(JOINED))
+                    for f in frames
+                ]
+                patterns[JOINED] = (f"{pa[0]} {pb[0]}", pa[1])
+                cols[JOINED] = profile([f.select(JOINED) for f in frames])[JOINED]
+                everywhere.append(cols[JOINED])
+                used.add(JOINED)  # never a channel, label or metadata column itself
+                break
+    for c in everywhere:
+        if c.name not in patterns and not c.is_numeric and c.nonnull and c.iso < 0.95 * c.nonnull:
+            found = _date_pattern(frames, c.name, _DATETIME_PATTERNS)
+            if found:
+                patterns[c.name] = found
     cands: list[tuple[tuple, str, str, str | None, str | None]] = []
     for c in everywhere:
         if c.name == INDEX_COLUMN:
@@ -1083,6 +1148,8 @@ def infer(
             kind = 2
         elif c.nonnull and c.iso >= 0.95 * c.nonnull:
             fmt, note, kind = "iso", None, 3
+        elif c.name in patterns:
+            (fmt, note), kind = patterns[c.name], 3
         else:
             continue
         for by in [None, *[g for g in group_cands if g != c.name]]:
@@ -1108,8 +1175,15 @@ def infer(
             "no column looks like time (ISO text, epoch or an index): each row's position in "
             "its file is its sample index"
         )
-    ts: dict[str, Any] = {"format": ts_fmt} if ts_col is None else {"column": ts_col}
-    ts["format"] = ts_fmt
+    if ts_col == JOINED and pair is not None:
+        ts = {"column": list(pair), "format": ts_fmt}
+        used.update(pair)
+        d.comments["timestamp.column"] = "a date and the time beside it, joined with a space"
+    else:
+        ts = {"format": ts_fmt} if ts_col is None else {"column": ts_col}
+        ts["format"] = ts_fmt
+    if ts_col is not None and "%" in str(ts_fmt):
+        d.comments.setdefault("timestamp.format", "a strftime pattern read in timestamp.timezone")
     others = [n for _, n, _, _, _ in cands[1:4]]
     rate: float | None = None
     if ts_fmt == "sample_index":

@@ -543,6 +543,56 @@ def test_air_quality_like_decimal_commas_trailing_delimiters_and_encodings(
     assert names[:2] == [header.split(";")[2], "PT08.S1(CO)"] and "AH" in names
     assert not any(n.startswith("unnamed") for n in names)
     assert "-200 in 80% of" in draft and "allow_missing_channels" not in data
+    assert data["timestamp"] == {"column": ["Date", "Time"], "format": "%d/%m/%Y %H.%M.%S"}
+    assert "label" not in data  # the date is no label once it is the time
     rep = ingest(load_config(out), [str(land)])
     t = rep.totals()
     assert (t["accepted"], t["quarantined"], t["rejected"]) == (120, 1, 0), draft
+
+
+def test_household_power_like_day_first_date_and_time_columns_and_question_marks(tmp_path: Path):
+    """`Date;Time;Global_active_power;...` with `16/12/2006;17:24:00;4.216` and `?` for a
+    missing reading: the two columns joined under a day-first pattern, `?` read as missing."""
+    land = tmp_path / "power"
+    rows = ["Date;Time;Global_active_power;Voltage;Sub_metering_1"]
+    for i in range(300):
+        day, minute = 16 + i // 100, 24 + i % 100
+        hhmm = f"{17 + minute // 60:02d}:{minute % 60:02d}:00"
+        gap = i % 50 == 7
+        vals = ["?", "?", "?"] if gap else [f"{4 + i % 7 / 10:.3f}", f"{234 + i % 5:.2f}", "0.000"]
+        rows.append(f"{day}/12/2006;{hhmm};" + ";".join(vals))
+    write_source(land / "household_power_consumption.txt", "\n".join(rows) + "\n")
+    data, text = init_and_ingest(tmp_path, land, 300)
+    assert data["timestamp"] == {"column": ["Date", "Time"], "format": "%d/%m/%Y %H:%M:%S"}
+    assert data["csv"]["null_values"] == ["", "?"]
+    assert data["allow_missing_channels"] is True
+    assert [c["name"] for c in data["channels"]] == [
+        "Global_active_power",
+        "Voltage",
+        "Sub_metering_1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "pattern", "ambiguous"),
+    [
+        ("12/{d:02d}/2006 5:{m:02d}:00 PM", "%m/%d/%Y %I:%M:%S %p", False),
+        ("{d:02d}.03.2004 18:{m:02d}:00", "%d.%m.%Y %H:%M:%S", False),
+        ("0{d1}/03/2004 18:{m:02d}", "%d/%m/%Y %H:%M", True),
+    ],
+)
+def test_one_column_of_dates_written_another_way(
+    tmp_path: Path, written: str, pattern: str, ambiguous: bool
+):
+    """A single time column in a logger's own format gets the strftime pattern that reads
+    every value; day and month both <= 12 in the sample is a TODO (day or month first?)."""
+    land = tmp_path / "log"
+    lines = ["when,temp"]
+    for i in range(120):
+        d, m = 13 + i // 60, i % 60
+        stamp = written.format(d=d, m=m, d1=1 + i // 60)
+        lines.append(f"{stamp},{20 + np.sin(i / 5):.3f}")
+    write_source(land / "log.csv", "\n".join(lines) + "\n")
+    data, text = init_and_ingest(tmp_path, land, 120)
+    assert data["timestamp"] == {"column": "when", "format": pattern}
+    assert ("day or month first" in text) is ambiguous
