@@ -174,6 +174,23 @@ def _ending(name: str) -> str | None:
     return next((e for e in DATA_ENDINGS if low.endswith(e)), None)
 
 
+def _unnamed_text(p: Path) -> bool:
+    """A file without a data ending whose name has no extension or a number for one (the IMS
+    bearing snapshots `2004.02.12.10.32.39`) and whose start is text of numbers."""
+    suffix = p.suffix[1:]
+    if suffix and not suffix.isdigit():
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if not head or b"\0" in head or b"\n" not in head:
+        return False
+    text = head.decode("latin-1")
+    return sum(ch.isdigit() for ch in text) >= 0.3 * len(text)
+
+
 def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
     """Data files under ``landing`` (recursively, no hidden ones) and a count of the others by
     extension."""
@@ -189,9 +206,9 @@ def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
             continue
         if not p.is_file():
             continue
-        if _ending(p.name) and not any(
-            fnmatch.fnmatchcase(p.name.lower(), x) for x in DEFAULT_EXCLUDE
-        ):
+        if any(fnmatch.fnmatchcase(p.name.lower(), x) for x in DEFAULT_EXCLUDE):
+            others[p.suffix.lower() or "(no extension)"] += 1
+        elif _ending(p.name) or _unnamed_text(p):
             files.append(p)
         else:
             others[p.suffix.lower() or "(no extension)"] += 1
@@ -202,7 +219,7 @@ def find_files(landing: Path) -> tuple[list[Path], dict[str, int]]:
 # what a dataset's README states: sampling rate and channel units
 
 README_NAMES = re.compile(r"^(readme|about|description|info)\b.*|.*\.(md|rst)$", re.I)
-RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*Hz\b")
+RATE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kK])?Hz\b")  # 50 Hz, 12 kHz
 UNIT_RE = re.compile(
     r"((?:`?[A-Za-z_][\w.]*`?\s*(?:,|and|or)\s*)*`?[A-Za-z_][\w.]*`?)\s*\(([^()\s,;]{1,12})\)"
 )
@@ -231,7 +248,9 @@ def readme_facts(landing: Path) -> ReadmeFacts:
             except OSError:
                 continue
             f = ReadmeFacts(source=p.name)
-            f.rates = sorted({float(m.group(1)) for m in RATE_RE.finditer(text)})
+            f.rates = sorted(
+                {float(m.group(1)) * (1000 if m.group(2) else 1) for m in RATE_RE.finditer(text)}
+            )
             for m in UNIT_RE.finditer(text):
                 for n in re.split(r"\s*(?:,|\band\b|\bor\b)\s*", m.group(1)):
                     n = n.strip("` ")
@@ -922,6 +941,15 @@ def infer(
     # ---- which files --------------------------------------------------------------------------
     endings = sorted({_ending(f.name) or "" for f in files})
     extra = [f"*{e}" for e in endings if f"*{e}" not in DEFAULT_INCLUDE]
+    if "" in endings:  # files without a data ending (IMS snapshots named by their time)
+        bare = [f.name for f in files if not _ending(f.name)]
+        first = "[0-9]*" if all(n[:1].isdigit() for n in bare) else "*"
+        extra = [first if e == "*" else e for e in extra]
+        endings = [e or first.removeprefix("*") for e in endings]
+        d.todos.append(
+            f"data.include: {len(bare)} files without a data ending (e.g. {bare[0]}) are read "
+            f"as text: {first!r} takes them; check it takes nothing else"
+        )
     if left_kinds or file_kind != "table":
         data["include"] = [f"*{e}" for e in endings]
         d.comments["include"] = "only the kind of file drafted for" + (

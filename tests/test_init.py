@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import write_source
+from conftest import lake_frame, write_source
 from typer.testing import CliRunner
 
 from cnnlstm.cli import app
@@ -596,3 +596,28 @@ def test_one_column_of_dates_written_another_way(
     data, text = init_and_ingest(tmp_path, land, 120)
     assert data["timestamp"] == {"column": "when", "format": pattern}
     assert ("day or month first" in text) is ambiguous
+
+
+def test_ims_like_snapshots_named_by_their_time_without_an_extension(tmp_path: Path):
+    """NASA IMS bearing files: tab-separated numbers, no header, named `2004.02.12.10.32.39`
+    (no data ending: `.39` is the seconds). They are found as text, included by `[0-9]*`, and
+    each file is its own entity, the seconds kept in its id."""
+    land = tmp_path / "ims" / "2nd_test"
+    rng = np.random.default_rng(2)
+    for name in ("2004.02.12.10.32.39", "2004.02.12.10.32.49", "2004.02.12.10.42.39"):
+        x = rng.normal(size=(50, 4)) * 0.1
+        write_source(land / name, "\n".join("\t".join(f"{v:.3f}" for v in r) for r in x) + "\n")
+    (land.parent / "Readme Document for IMS Bearing Data.pdf").write_bytes(b"%PDF-1.4")
+    (land.parent / "README.txt").write_text("Sampling rate is 20 kHz; 20480 points per file.\n")
+    data, text = init_and_ingest(tmp_path, land.parent, 150)
+    assert "[0-9]*" in data["include"]
+    assert "3 files without a data ending" in text
+    assert data["timestamp"]["format"] == "sample_index" and "column" not in data["timestamp"]
+    assert data["timestamp"]["sample_rate_hz"] == 20000  # README: 20 kHz
+    assert data["entity"] == {"from_filename": r"^(?P<entity>\d+\.\d+\.\d+\.\d+\.\d+\.\d+)"}
+    lake = lake_frame(load_config(tmp_path / "conf" / "my.yaml"))
+    assert sorted(lake["entity_id"].unique()) == [
+        "2004.02.12.10.32.39",
+        "2004.02.12.10.32.49",
+        "2004.02.12.10.42.39",
+    ]
