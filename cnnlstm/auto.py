@@ -4,10 +4,11 @@ validation data within a time budget, the winner refitted on all training data.
 The presets (``PRESET_NAMES``; docs/training.md) are sized from the window length L, the
 number of channels and the channel units (inertial triples get rotation augmentation):
 
-- ``cnn-lstm``: the default serial CNN -> LSTM (two conv blocks, pooled 4x, LSTM 128).
+- ``cnn-lstm``: the default serial CNN -> LSTM (two conv blocks, pooled 4x, LSTM 128; long
+  windows pooled more: at most 64 steps).
 - ``cnn-gru-short``: a light conv front end pooled to at most ~32 steps, then a GRU 64.
 - ``multiscale-deep``: three conv blocks (kernels 7, 5, 3) pooled 8x before an LSTM 128, with
-  label smoothing.
+  label smoothing (windows over 512 samples pooled more: at most 64 steps).
 - ``subseq``: the sub-sequence layout (L split into chunks of ~32 samples, the conv stack per
   chunk, a GRU over the chunks).
 - ``minirocket``: MiniRocket + ridge (`cnnlstm.baseline`).
@@ -56,11 +57,16 @@ def presets(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if groups:
         aug |= {"rotate_deg": 30.0, "rotate_groups": groups}
     pool_short = max(2, math.ceil(math.sqrt(max(1.0, length / 32))))
+    # long windows (vibration at kHz rates: up to 1,024 samples): pool more, so that the
+    # recurrence runs over at most 64 steps (an LSTM over 256 steps is most of a CPU epoch);
+    # 2 up to L = 256 (two blocks) and L = 512 (three blocks), as before
+    pool_two = max(2, math.ceil(math.sqrt(length / 64)))
+    pool_three = max(2, math.ceil((length / 64) ** (1 / 3) - 1e-9))
     return {
         "cnn-lstm": {
             "model": {
                 "arch": "serial",
-                "conv": {"channels": [64, 64], "kernel_size": 5, "pool_size": 2},
+                "conv": {"channels": [64, 64], "kernel_size": 5, "pool_size": pool_two},
                 "rnn": {"cell": "lstm", "hidden_size": 128},
                 "pooling": "mean",
             },
@@ -78,7 +84,11 @@ def presets(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "multiscale-deep": {
             "model": {
                 "arch": "serial",
-                "conv": {"channels": [64, 64, 128], "kernel_size": [7, 5, 3], "pool_size": 2},
+                "conv": {
+                    "channels": [64, 64, 128],
+                    "kernel_size": [7, 5, 3],
+                    "pool_size": pool_three,
+                },
                 "rnn": {"cell": "lstm", "hidden_size": 128},
                 "pooling": "mean",
             },

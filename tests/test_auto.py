@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 from test_tune import _sine_lab
 
 from cnnlstm.auto import PRESET_NAMES, apply_preset, auto_select, presets, rotate_groups
 from cnnlstm.config import config_from_dict
+from cnnlstm.models import build_model
 from cnnlstm.models.config import ModelConfig
 
 
@@ -30,6 +32,24 @@ def test_presets_are_sized_from_the_data():
     assert ModelConfig.model_validate("auto").arch == "auto"
     with pytest.raises(ValueError, match="unknown"):
         apply_preset(raw, "nope")
+
+
+@pytest.mark.parametrize(
+    ("size", "two", "three"),
+    [(128, 2, 2), (256, 2, 2), (512, 3, 2), (1024, 4, 3)],
+)
+def test_long_windows_pool_the_recurrent_presets_to_at_most_64_steps(size, two, three):
+    """HAPT's 128 samples keep the default pooling; a 1,024-sample vibration window is pooled
+    4x per block before the LSTM (64 steps, not 256) and 3x in the three-block preset."""
+    p = presets({"window": {"size": size}, "data": {"channels": []}})
+    conv2 = p["cnn-lstm"]["model"]["conv"]
+    conv3 = p["multiscale-deep"]["model"]["conv"]
+    assert (conv2["pool_size"], conv3["pool_size"]) == (two, three)
+    assert size // two**2 <= 64 and size // three**3 <= 64
+    for name in ("cnn-lstm", "multiscale-deep"):
+        cfg = ModelConfig.model_validate(p[name]["model"])
+        x = torch.zeros(2, 3, size)
+        assert build_model(cfg, 3, 4)(x).shape == (2, 4)
 
 
 def test_auto_chooses_the_best_validation_preset_and_refits_it(tmp_path: Path):
