@@ -496,6 +496,7 @@ DEFAULT_INCLUDE = (
     "*.npy",
     "*.npz",
     "*.ts",
+    "*.arff",
 )
 
 
@@ -530,7 +531,7 @@ class DataConfig(_Strict):
         default_factory=lambda: list(DEFAULT_INCLUDE),
         min_length=1,
         description="file name patterns read when a folder is ingested (e.g. '*.txt'); files "
-        "other than .gz, Parquet, .mat, .npy, .npz and .ts are read as CSV text",
+        "other than .gz, Parquet, .mat, .npy, .npz, .ts and .arff are read as CSV text",
     )
     exclude: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDE),

@@ -230,6 +230,11 @@ def _ingest_one(
     # hashed by streaming; anything else (gzip, Parquet, remote) is read into memory once and
     # those bytes are hashed and parsed.
     mapped_csv = lf is not None and not source.lower().endswith(NOT_TEXT)
+    if mapped_csv and lf is not None:  # by its first bytes another format (a .txt ARFF file)?
+        try:
+            mapped_csv = is_text(source, lf.head(HEAD))
+        except OSError as e:
+            raise FileRejected(f"cannot read file: {clip(e, 300)}") from e
     try:
         data: bytes | None = (
             None if mapped_csv else lf.read_all() if lf is not None else read_bytes(source)
@@ -662,10 +667,14 @@ def _fail(rep: FileReport, e: OSError) -> None:
 
 
 def file_stem(source: str) -> str:
-    """The file name without its extension (.csv.gz, .csv, .txt, .parquet, ...)."""
+    """The file name without its extension (.csv.gz, .csv, .txt, .parquet, ...). A number
+    after the last dot is no extension: the IMS bearing snapshots `2004.02.12.10.32.39` keep
+    their seconds."""
     name = PurePosixPath(source).name
     name = re.sub(r"\.gz$", "", name, flags=re.IGNORECASE)
-    return name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+    if "." not in name.strip(".") or name.rsplit(".", 1)[1].isdigit():
+        return name
+    return name.rsplit(".", 1)[0]
 
 
 @dataclass

@@ -949,11 +949,11 @@ def expand_sources(
 ) -> list[str]:
     """Files, folders (recursively) and globs -> sorted unique source files. In folders, the
     files whose name matches one of `include` (fnmatch patterns, case-insensitive; default:
-    CSV, CSV.gz, Parquet, .mat, .npy, .npz and .ts) and none of `exclude`; a file or glob named
-    explicitly is taken whatever its name. Links to files and special files (FIFOs, devices)
-    are listed, so that ingest refuses them with a reason (it never opens them); a local folder
-    walk does not enter linked folders unless ``follow_symlinks``, and then only those that
-    resolve inside the folder walked."""
+    CSV, CSV.gz, Parquet, .mat, .npy, .npz, .ts and .arff) and none of `exclude`; a file or
+    glob named explicitly is taken whatever its name. Links to files and special files (FIFOs,
+    devices) are listed, so that ingest refuses them with a reason (it never opens them); a
+    local folder walk does not enter linked folders unless ``follow_symlinks``, and then only
+    those that resolve inside the folder walked."""
     patterns = [p.lower() for p in (include or SOURCE_PATTERNS)]
     skip = [p.lower() for p in (exclude or ())]
     out: list[str] = []
@@ -1031,7 +1031,17 @@ def _holds(paths: list[str]) -> str:
     return "it holds " + ", ".join(f"{n} {e}" for e, n in top)
 
 
-SOURCE_PATTERNS = ["*.csv", "*.csv.gz", "*.parquet", "*.pq", "*.mat", "*.npy", "*.npz", "*.ts"]
+SOURCE_PATTERNS = [
+    "*.csv",
+    "*.csv.gz",
+    "*.parquet",
+    "*.pq",
+    "*.mat",
+    "*.npy",
+    "*.npz",
+    "*.ts",
+    "*.arff",
+]
 
 
 def _is_source(name: str, patterns: list[str]) -> bool:

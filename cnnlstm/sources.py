@@ -152,6 +152,12 @@ class LocalFile:
             )
         return data
 
+    def head(self, n: int) -> bytes:
+        """The file's first ``n`` bytes (fewer in a shorter file)."""
+        with open(os.dup(self.fd), "rb") as f:
+            f.seek(0)
+            return f.read(n)
+
     def check_unchanged(self) -> None:
         """Raise FileChanged when the size or modification time differs from the open's."""
         now = os.fstat(self.fd)

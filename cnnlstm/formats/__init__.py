@@ -10,8 +10,9 @@ the ingest report should say about how the file was read (variables left out, re
 ``notes``.
 
 Parquet, gz (CSV inside), MATLAB .mat (`formats.mat`), NumPy .npy/.npz (`formats.npy`), sktime
-.ts (`formats.ts`: one series per line, melted into long rows), and CSV text (`formats.text`)
-for everything else. data.wide (`formats.wide`) melts CSV text and Parquet files that hold one
+.ts (`formats.ts`: one series per line, melted into long rows), Weka ARFF (`formats.arff`: one
+column per attribute, the @data section read as CSV text), and CSV text (`formats.text`) for
+everything else. data.wide (`formats.wide`) melts CSV text, Parquet and ARFF files that hold one
 series per row.
 """
 
@@ -20,12 +21,12 @@ from __future__ import annotations
 import polars as pl
 
 from cnnlstm.config import DataConfig
-from cnnlstm.formats import gz, mat, npy, parquet, text, ts
+from cnnlstm.formats import arff, gz, mat, npy, parquet, text, ts
 from cnnlstm.formats.base import ROW, FileRejected, check_columns
 
-READERS = [parquet, mat, npy, ts, gz, text]
+READERS = [parquet, mat, npy, ts, arff, gz, text]
 # every other file is read as CSV text (formats.text)
-NOT_TEXT = (".gz", ".parquet", ".pq", ".mat", ".npy", ".npz", ".ts")
+NOT_TEXT = (".gz", ".parquet", ".pq", ".mat", ".npy", ".npz", ".ts", ".arff")
 HEAD = 128  # bytes of a file's start given to each reader's matches()
 
 __all__ = [
