@@ -36,7 +36,7 @@ from cnnlstm.config import (
     config_from_dict,
 )
 from cnnlstm.config import DEFAULT_INCLUDE as CONFIG_INCLUDE
-from cnnlstm.formats import ROW, FileRejected, read_source
+from cnnlstm.formats import ROW, FileRejected, arff, read_source
 from cnnlstm.formats.text import INDEX_COLUMN, looks_indexed, read_csv
 from cnnlstm.ingest import ISO_AWARE, ISO_NAIVE, file_stem
 
@@ -59,11 +59,12 @@ DATA_ENDINGS = (
     ".npy",
     ".npz",
     ".ts",
+    ".arff",
 )
 # how a file is read: "table" (CSV text, Parquet), "array" (.mat, .npy, .npz: variables as
 # columns, no time column) or "ts" (sktime .ts: one series per line); a folder is drafted for
 # the kind most of its files have
-KINDS = {".mat": "array", ".npy": "array", ".npz": "array", ".ts": "ts"}
+KINDS = {".mat": "array", ".npy": "array", ".npz": "array", ".ts": "ts", ".arff": "arff"}
 ARRAY_MAX_BYTES = 256 << 20  # .mat/.npy/.npz files are read whole (their layout needs it)
 WIDE_MIN_COLUMNS = 50  # a headerless text file with more numeric fields: one series per row
 MAX_SERIES_WINDOW = 512  # a window over a whole series, at most this long
@@ -974,9 +975,13 @@ def infer(
     extra: dict[str, pl.DataFrame] = {}  # rows from further into large text files
     for f in sample:
         rel = f.relative_to(landing).as_posix()
-        if file_kind == "array":
+        if file_kind in ("array", "arff"):
             try:
-                frames.append(read_array(f, d.notes, rel))
+                frames.append(
+                    read_array(f, d.notes, rel)
+                    if file_kind == "array"
+                    else read_arff(f, d.notes, rel, max_bytes)
+                )
                 rels.append(rel)
             except (OSError, FileRejected) as e:
                 d.notes.append(f"could not read {rel}: {e}")
@@ -1039,6 +1044,8 @@ def infer(
         raise InitError(f"could not read any rows from the sampled files under {landing}")
     if dialects and not dialect.header and not dialect.indexed and looks_wide(frames):
         return _draft_wide(d, dialect, frames, rel_all, facts)
+    if file_kind == "arff" and _wide_arff(frames):
+        return _draft_wide_arff(d, frames, rel_all, facts)
     if file_kind == "array":
         rule = guess_rename(
             d, [(file_stem(r), f.columns) for r, f in zip(rels, frames, strict=True)]
@@ -1625,6 +1632,75 @@ def read_array(path: Path, notes: list[str], rel: str) -> pl.DataFrame:
     return df.drop(ROW).head(20_000).select(pl.all().cast(pl.String))
 
 
+def read_arff(path: Path, notes: list[str], rel: str, max_bytes: int) -> pl.DataFrame:
+    """The head of an ARFF file read by ingest's reader (`formats.arff`: the attributes as
+    columns, `?` missing), as strings; the reader's notes go to ``notes``."""
+    said: list[str] = []
+    df, _ = arff.read(_head(path, max_bytes), path.name, permissive(), 4 << 30, 500_000_000, said)
+    notes += [f"{rel}: {n}" for n in said]
+    return df.drop(ROW).select(pl.all().cast(pl.String))
+
+
+def _wide_arff(frames: list[pl.DataFrame]) -> bool:
+    """More than `WIDE_MIN_COLUMNS` numeric attributes and a last one of few values (the
+    class): one series per row (UCR univariate ARFF)."""
+    f0 = frames[0]
+    if f0.width <= WIDE_MIN_COLUMNS:
+        return False
+    cols = profile(frames)
+    last = cols[f0.columns[-1]]
+    rest = [cols[n] for n in f0.columns[:-1]]
+    return last.n_distinct <= 20 and sum(c.is_numeric for c in rest) >= 0.9 * len(rest)
+
+
+def _draft_wide_arff(
+    d: Draft, frames: list[pl.DataFrame], rel_all: list[str], facts: ReadmeFacts
+) -> Draft:
+    """A UCR-style univariate ARFF file: one series per row, the attributes the values and the
+    class last (data.wide with the value columns named by pattern)."""
+    data = d.data
+    last = frames[0].columns[-1]
+    values = frames[0].columns[:-1]
+    data["wide"] = {"value_pattern": _value_pattern(values)}
+    d.comments["include"] = "only these files: each row of them is a series"
+    lengths, missing = _series_lengths([f.select(values) for f in frames])
+    lab = profile(frames)[last]
+    d.notes.append(
+        f"one series per row (data.wide): {len(values)} value attributes, the class last "
+        f"({last!r}: {lab.n_distinct} values)"
+    )
+    _series_draft(d, rel_all, facts, lengths, missing, classify=True)
+    data["channels"] = [{"name": "value"}]
+    d.channel_notes["value"] = "the melted values (data.wide.value_name)"
+    dtype = "int" if lab.is_numeric and lab.integral else "string"
+    data["label"] = {"column": last, "dtype": dtype}
+    d.comments["label.dtype"] = "values seen: " + ", ".join(sorted(lab.distinct)[:12])
+    return d
+
+
+def _value_pattern(names: list[str]) -> str:
+    """A regex for value columns named as a prefix and a number (att1, att2, ...), else one
+    that matches exactly these names."""
+    m = re.fullmatch(r"([A-Za-z_]*)\d+", names[0])
+    if m and all(re.fullmatch(re.escape(m[1]) + r"\d+", n) for n in names):
+        return rf"^{re.escape(m[1])}\d+$"
+    return "^(" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def _series_lengths(frames: list[pl.DataFrame]) -> tuple[list[int], bool]:
+    """Each row's series length (the values up to the last present one) and whether a value
+    is missing inside a series."""
+    lengths: list[int] = []
+    missing = False
+    for f in frames:
+        v = f.select(pl.all().str.strip_chars().cast(pl.Float64, strict=False))
+        present = ~np.isnan(v.to_numpy().astype(np.float64))
+        n = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
+        lengths += [int(x) for x in n if x]
+        missing |= any(not present[i, : n[i]].all() for i in range(len(n)))
+    return lengths, missing
+
+
 PREFIX_RE = re.compile(r"^([A-Za-z]*)(\d+)(_?)(?=.)")
 
 
@@ -1802,14 +1878,7 @@ def _draft_wide(
     data["include"] = sorted({f"*{_ending(r)}" for r in rel_all})
     d.comments["include"] = "only these files: each row of them is a series"
     first = frames[0].columns[0]
-    lengths: list[int] = []
-    missing = False
-    for f in frames:
-        v = f.drop(first).select(pl.all().str.strip_chars().cast(pl.Float64, strict=False))
-        present = ~np.isnan(v.to_numpy().astype(np.float64))
-        n = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], 1), 0)
-        lengths += [int(x) for x in n if x]
-        missing |= any(not present[i, : n[i]].all() for i in range(len(n)))
+    lengths, missing = _series_lengths([f.drop(first) for f in frames])
     classes = sorted(
         {str(int(float(v))) for v in profile(frames)[first].distinct if _is_num(v)}, key=int
     )

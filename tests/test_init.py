@@ -621,3 +621,41 @@ def test_ims_like_snapshots_named_by_their_time_without_an_extension(tmp_path: P
         "2004.02.12.10.32.49",
         "2004.02.12.10.42.39",
     ]
+
+
+def test_eeg_eye_state_like_arff_samples_at_a_stated_rate(tmp_path: Path):
+    """An ARFF file of samples (14 numeric attributes, a nominal class last) and a README
+    stating 128 Hz: time from each row's position, the nominal attribute as the label."""
+    land = tmp_path / "eeg"
+    names = ["AF3", "F7", "F3", "FC5", "T7", "P7", "O1"]
+    head = ["% EEG", "@RELATION 'EEG_DATA'", ""] + [f"@ATTRIBUTE {n} NUMERIC" for n in names]
+    rng = np.random.default_rng(4)
+    rows = [
+        ",".join(f"{4300 + v:.2f}" for v in rng.normal(size=len(names)) * 20) + f",{i // 100 % 2}"
+        for i in range(400)
+    ]
+    text = "\n".join([*head, "@ATTRIBUTE eyeDetection {0,1}", "", "@DATA", *rows]) + "\n"
+    write_source(land / "EEG Eye State.arff", text)
+    (land / "README.txt").write_text("One continuous EEG measurement, 117 seconds (128 Hz).\n")
+    data, _ = init_and_ingest(tmp_path, land, 400)
+    assert data["include"] == ["*.arff"]
+    assert data["timestamp"]["sample_rate_hz"] == 128 and "column" not in data["timestamp"]
+    assert [c["name"] for c in data["channels"]] == names
+    assert data["label"] == {"column": "eyeDetection", "dtype": "int"}
+
+
+def test_ucr_univariate_arff_is_drafted_wide(tmp_path: Path):
+    """UCR's ARFF downloads: att1..attN and the class last, one series per row, `_TRAIN` and
+    `_TEST` files: `data.wide` with a value pattern, the split from the file name."""
+    land = tmp_path / "coffee"
+    rng = np.random.default_rng(5)
+    for split in ("TRAIN", "TEST"):
+        head = ["@relation Coffee"] + [f"@attribute att{j} numeric" for j in range(1, 61)]
+        rows = [",".join(f"{v:.4f}" for v in rng.normal(size=60)) + f",{i % 2}" for i in range(6)]
+        text = "\n".join([*head, "@attribute target {0,1}", "@data", *rows]) + "\n"
+        write_source(land / f"Coffee_{split}.arff", text)
+    data, text = init_and_ingest(tmp_path, land, 2 * 6 * 60)
+    assert data["wide"] == {"value_pattern": r"^att\d+$"}
+    assert data["label"] == {"column": "target", "dtype": "int"}
+    assert data["entity"] == {"parts": ["file", "series"]}
+    assert yaml.safe_load(text)["window"]["size"] == 60
