@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_minirocket(cfg, prep, seed, args.target, args.threads)
             r |= {"contender": name, "seed": seed, "load": round(os.getloadavg()[0], 2)}
             rows.append(r)
+            _save(args.out, rows, None)  # after every row: an interrupted run keeps its rows
             print(
                 f"{name:<11} {seed:>4} {r['fit_s']:8.1f} {_fmt_s(r['t_target_s']):>8} "
                 f"{r['acc']:9.4f}  {r['load']:.1f}" + (f"  ({r['impl']})" if "impl" in r else ""),
@@ -264,9 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         d, t = summ["default"]["t_target"], summ["tutorial"]["t_target"]
         ratio = "n/a" if d is None or t is None else f"{d / t:.2f}"
         print(f"# time to {args.target:.0%}: default / tutorial = {ratio} (target <= 0.33)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "summary": summ}, indent=1))
+    _save(args.out, rows, summ)
     return 0
+
+
+def _save(out: Path, rows: list[dict], summary: dict | None) -> None:
+    """The rows (and the summary once every seed ran) as JSON, written atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    tmp.replace(out)
 
 
 if __name__ == "__main__":
