@@ -1193,7 +1193,16 @@ def infer(
                 # time restarts per entity, whose id holds over runs of rows (turbofan: the
                 # cycle counts 1, 2, 3 per unit); a "group" that changes every row is no entity
                 runs = by is None or _change_rate(frames, by) < 0.5
-                score = (hint, runs, kind, by is None and _unique_time(frames, c.name, None))
+                # a clock (epoch or text) before a counter when both are named as time
+                # (HHAR: Creation_Time over Index)
+                clock = fmt != "sample_index"
+                score = (
+                    hint,
+                    runs,
+                    clock,
+                    kind,
+                    by is None and _unique_time(frames, c.name, None),
+                )
                 cands.append((score, c.name, fmt, by, note))
                 break
     cands.sort(key=lambda x: x[0], reverse=True)
@@ -1262,6 +1271,19 @@ def infer(
                 break
     elif ts_by is not None:
         ent_col = ts_by
+    elif ts_col in cols:
+        # streams of several devices interleaved row by row (HHAR: one file, a Device
+        # column), each with its own clock: the id-named column under which time is ordered
+        for g in group_cands:
+            if (
+                g != ts_col
+                and _hinted(g, ENTITY_HINTS)
+                and _change_rate(frames, g) > 0.1
+                and _ordered(frames, ts_col, ts_fmt, g)
+                and _unique_time(frames, ts_col, g)
+            ):
+                ent_col = g
+                break
     if ts_col in cols:
         st = _steps(frames, ts_col, ts_fmt, ent_col)
         st = st.filter(st > 0)
@@ -1452,12 +1474,16 @@ def infer(
     channels: list[dict[str, Any]] = []
     skipped: list[str] = []
     gappy: list[Col] = []  # channels with missing values
+    time_like = {n for sc, n, *_ in cands if sc[0] and n != ts_col}
     coded: list[str] = []  # missing-value codes (-200) seen in channels
     for name_, c in cols.items():
         if name_ in used:
             continue
         if c.files < n_files:
             skipped.append(f"{name_} (only in {c.files} of {n_files} files)")
+            continue
+        if name_ in time_like:  # HHAR's Index and second clock beside the one chosen
+            skipped.append(f"{name_} (named and ordered as time too: no channel)")
             continue
         if name_ in RESERVED or name_ in path_names:
             if c.is_numeric and not (c.const_in_files and n_files > 1 and c.integral):

@@ -659,3 +659,30 @@ def test_ucr_univariate_arff_is_drafted_wide(tmp_path: Path):
     assert data["label"] == {"column": "target", "dtype": "int"}
     assert data["entity"] == {"parts": ["file", "series"]}
     assert yaml.safe_load(text)["window"]["size"] == 60
+
+
+def test_hhar_like_devices_interleaved_row_by_row_with_two_clocks_and_an_index(tmp_path: Path):
+    """One CSV of two phones' samples interleaved row by row (HHAR's `Index, Arrival_Time,
+    Creation_Time, x, y, z, User, Model, Device, gt`): a clock is the time, not the Index
+    counter; the Device column is the entity (each phone its own stream); the index and the
+    other clock are no channels."""
+    land = tmp_path / "hhar"
+    rows = ["Index,Arrival_Time,Creation_Time,x,y,z,User,Model,Device,gt"]
+    rng = np.random.default_rng(6)
+    for k in range(300):
+        for j, (dev, user) in enumerate((("nexus4_1", "a"), ("s3_2", "b"))):
+            gt = ["stand", "sit", "walk"][k // 100]
+            x, y, z = rng.normal(size=3)
+            arrival = 1_424_696_633_908 + k * 5 + j
+            created = 1_424_696_631_913_248_572 + k * 5_000_000 + j * 1000
+            rows.append(
+                f"{2 * k + j},{arrival},{created},{x:.5f},{y:.5f},{z:.5f},{user},"
+                f"{dev.split('_')[0]},{dev},{gt}"
+            )
+    write_source(land / "Phones_accelerometer.csv", "\n".join(rows) + "\n")
+    data, text = init_and_ingest(tmp_path, land, 600)
+    assert data["timestamp"] == {"column": "Arrival_Time", "format": "epoch_ms"}
+    assert data["entity"] == {"column": "Device"}
+    assert [c["name"] for c in data["channels"]] == ["x", "y", "z"]
+    assert "Index (named and ordered as time too" in text
+    assert data["label"] == {"column": "gt", "dtype": "string"}
