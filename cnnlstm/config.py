@@ -367,6 +367,12 @@ class CsvOptions(_Strict):
         "a header one name short of the rows; it is read as the column row_index",
     )
     skip_rows: int = Field(default=0, ge=0, description="lines skipped before the header / data")
+    skip_after_header: int = Field(
+        default=0,
+        ge=0,
+        description="lines after the header that are not data (a units row: s,g,g,degC); "
+        "needs header: true",
+    )
     comment_prefix: str | None = Field(
         default=None, min_length=1, max_length=5, description="lines starting with it are skipped"
     )
@@ -377,6 +383,15 @@ class CsvOptions(_Strict):
         # their position)
         if self.names is not None and len(set(self.names)) != len(self.names):
             raise ValueError(f"data.csv.names has duplicates: {self.names}")
+        return self
+
+    @model_validator(mode="after")
+    def _after_header(self) -> CsvOptions:
+        if self.skip_after_header and not self.header:
+            raise ValueError(
+                "data.csv.skip_after_header skips lines after the header: it needs "
+                "data.csv.header: true (without a header, skip lines with skip_rows)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -345,6 +345,8 @@ class Dialect:
     indexed: bool = False
     record_end: str | None = None  # a character ending each record (WISDM's `;`)
     decimal_comma: bool = False  # numbers written 2,6
+    after_header: int = 0  # lines after the header that are no data (a units row)
+    units: dict[str, str] = field(default_factory=dict)  # from that row: field -> unit
     encoding: str = "utf-8"  # of the files (the sample is read as UTF-8 once decoded)
     notes: list[str] = field(default_factory=list)
 
@@ -358,6 +360,7 @@ class Dialect:
             comment_prefix=self.comment_prefix,
             record_end=self.record_end,
             decimal_comma=self.decimal_comma,
+            skip_after_header=self.after_header,
         )
 
     def key(self) -> tuple:
@@ -370,6 +373,7 @@ class Dialect:
             self.record_end,
             self.decimal_comma,
             self.encoding,
+            self.after_header,
         )
 
 
@@ -450,9 +454,34 @@ def sniff(text: str) -> Dialect:
     if all(_is_num(v) for v in first):
         header = False  # a header names fields: a line of numbers is data
     d.header = header
+    if header:  # a units row (or two) under the header: `s,g,g,degC` over numbers
+        d.after_header, d.units = _unit_rows(first, recs[1:60])
+        if d.after_header:
+            d.notes.append(f"{d.after_header} line(s) of units under the header, not data")
     if not header:
         d.names = [f"c{i}" for i in range(width)]
     return d
+
+
+def _unit_rows(header: list[str], rows: list[list[str]]) -> tuple[int, dict[str, str]]:
+    """How many lines under the header are no data but short words (units) where the rows
+    below hold numbers, in at least half of those numeric columns (at most 2 lines); and the
+    first such line's words by field name."""
+    width = len(header)
+    for k in (1, 2):
+        body = [r for r in rows[k:] if len(r) == width]
+        top = rows[:k]
+        if len(body) < 3 or any(len(r) != width for r in top):
+            continue
+        numeric = [j for j in range(width) if all(_is_num(r[j]) for r in body)]
+        if not numeric:
+            return 0, {}
+        wordy = [
+            j for j in numeric if all(not _is_num(r[j]) and len(r[j].strip()) <= 16 for r in top)
+        ]
+        if len(wordy) >= max(1, len(numeric) / 2):
+            return k, {header[j]: top[0][j].strip() for j in wordy if top[0][j].strip()}
+    return 0, {}
 
 
 def _fits(recs: list[list[str]]) -> int | None:
@@ -1065,6 +1094,12 @@ def infer(
             csvd["header"] = False
             csvd["names"] = dialect.names
             d.todo("csv.names", "the files have no header: name the fields (c0.. are placeholders)")
+        if dialect.after_header:
+            csvd["skip_after_header"] = dialect.after_header
+            shown = ", ".join(f"{n} ({u})" for n, u in list(dialect.units.items())[:4])
+            d.comments["csv.skip_after_header"] = f"units under the header: {shown}"
+            for n, u in dialect.units.items():  # channel units, unless a README says
+                facts.units.setdefault(n, u)
         if dialect.decimal_comma:
             csvd["decimal_comma"] = True
             d.comments["csv.decimal_comma"] = "numbers written 2,6"

@@ -138,3 +138,45 @@ def test_defaults_keep_the_fingerprint_and_changes_move_it(tmp_path: Path):
         _cfg(tmp_path, {"delimiter": ";", "decimal_comma": False}).data
     )
     assert same.csv.encoding == "utf_8"
+
+
+# ------------------------------------------------------------------ a units row under the header
+
+
+def _units_cfg(tmp_path: Path, after: int = 1, **csv):
+    raw = {
+        "data": {
+            "name": "log",
+            "entity": {"constant": "s1"},
+            "timestamp": {"column": "t", "format": "epoch_s"},
+            "channels": [{"name": "acc", "unit": "g"}, {"name": "temp"}],
+            "csv": {"skip_after_header": after} | csv,
+        },
+        "lake": {"uri": str(tmp_path / "lake")},
+    }
+    return config_from_dict(raw, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_a_units_row_under_the_header_is_skipped(tmp_path: Path, bad: bool):
+    """`t,acc,temp` then `s,g,degC` then numbers: the units row is no data row (it would make
+    every numeric column text). On the careful path too (a bad value), with the rows numbered
+    from the first data line."""
+    cfg = _units_cfg(tmp_path)
+    third = "x" if bad else "0.5"
+    text = f"t,acc,temp\ns,g,degC\n{T0},0.25,20\n{T0 + 1},{third},21\n{T0 + 2},-1,22\n"
+    rep = ingest(cfg, [str(write_source(tmp_path / "log.csv", text))]).files[0]
+    assert counts(rep) == ("committed", 3, 2 if bad else 3, 1 if bad else 0, 0)
+    df = lake_frame(cfg)
+    assert df["temp"].to_list() == ([20.0, 22.0] if bad else [20.0, 21.0, 22.0])
+    if bad:
+        assert quarantine_frame(cfg)["source_row"].to_list() == [2]
+
+
+def test_two_lines_after_the_header_and_the_config_error_without_a_header(tmp_path: Path):
+    cfg = _units_cfg(tmp_path, after=2)
+    text = f"t,acc,temp\ns,g,degC\n(time),(x axis),(board)\n{T0},0.25,20\n"
+    rep = ingest(cfg, [str(write_source(tmp_path / "log.csv", text))]).files[0]
+    assert counts(rep) == ("committed", 1, 1, 0, 0)
+    with pytest.raises(ConfigError, match="skip_after_header .* needs"):
+        _units_cfg(tmp_path, header=False, names=["t", "acc", "temp"])

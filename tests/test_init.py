@@ -686,3 +686,24 @@ def test_hhar_like_devices_interleaved_row_by_row_with_two_clocks_and_an_index(t
     assert [c["name"] for c in data["channels"]] == ["x", "y", "z"]
     assert "Index (named and ordered as time too" in text
     assert data["label"] == {"column": "gt", "dtype": "string"}
+
+
+def test_a_units_row_under_the_header_becomes_skip_after_header_and_channel_units(
+    tmp_path: Path,
+):
+    land = tmp_path / "logger"
+    for k in (1, 2):
+        rows = ["Time,AccX,AccY,Temp", "s,g,g,degC"]
+        rows += [
+            f"{i * 0.01:.2f},{np.sin(i / 5):.4f},{np.cos(i / 7):.4f},{20 + i % 3}"
+            for i in range(80)
+        ]
+        write_source(land / f"run{k}.csv", "\n".join(rows) + "\n")
+    data, _ = init_and_ingest(tmp_path, land, 160)
+    assert data["csv"] == {"skip_after_header": 1}
+    assert data["channels"] == [
+        {"name": "AccX", "unit": "g", "min": -16, "max": 16},
+        {"name": "AccY", "unit": "g", "min": -16, "max": 16},
+        {"name": "Temp", "unit": "degC"},
+    ]
+    assert data["timestamp"] == {"column": "Time", "format": "epoch_s"}

@@ -84,7 +84,7 @@ def csv_records(head: bytes, cfg: DataConfig, n: int) -> list[list[str]]:
 def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout:
     """The field names of a CSV file by data.csv (header, names, index_column, skip_rows)."""
     c = cfg.csv
-    recs = csv_records(head, cfg, 6)
+    recs = csv_records(head, cfg, 6 + cfg.csv.skip_after_header)
     if not recs:
         raise FileRejected("empty file (only whitespace)" if head else "empty file (0 bytes)")
     if not c.header:
@@ -93,10 +93,11 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
             names = [INDEX_COLUMN, *names]
         return Layout(c.skip_rows, names, len(recs))
     header = recs[0]
+    after = c.skip_after_header  # lines after the header that are no data (a units row)
     index = c.index_column == "yes" or (
         c.index_column == "auto"
         and not (header and header[0] == "")
-        and looks_indexed(header, recs[1:])
+        and looks_indexed(header, recs[1 + after :])
     )
     if header and header[0] == "" and c.index_column != "no" and len(header) > 1:
         header = [INDEX_COLUMN, *header[1:]]  # an index field with an empty name
@@ -115,7 +116,7 @@ def read_layout(head: bytes, cfg: DataConfig, notes: list[str] | None) -> Layout
         unnamed = [h for h in header if h.startswith("unnamed_")]
         notes.append(f"fields without a name in the header: read as {clip_names(unnamed)}")
     header = named_fields(header, c.names)
-    return Layout(c.skip_rows + 1, header, len(recs) - 1)
+    return Layout(c.skip_rows + 1 + after, header, max(0, len(recs) - 1 - after))
 
 
 def looks_indexed(header: list[str], rows: list[list[str]]) -> bool:

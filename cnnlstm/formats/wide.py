@@ -100,6 +100,7 @@ def read_text(
         except csv.Error as e:
             raise FileRejected(f"unparseable header line: {e}") from e
         header = named_fields(header, c.names, "the header")
+        del kept[: c.skip_after_header]  # lines after the header that are no data (units)
     if not kept:
         raise FileRejected("header only: no data rows")
 
