@@ -226,6 +226,11 @@ UNIT_RE = re.compile(
 )
 # The largest common full scale of MEMS inertial sensors, by unit: plausibility limits that no
 # real reading of such a sensor exceeds (16 g; 2000 deg/s = 34.9 rad/s).
+TIME_UNITS = {"s": "epoch_s", "sec": "epoch_s", "secs": "epoch_s", "seconds": "epoch_s"}
+TIME_UNITS |= {"ms": "epoch_ms", "us": "epoch_us", "µs": "epoch_us", "ns": "epoch_ns"}
+UNIT_IN_NAME = re.compile(
+    r"^(.*\S)\s+[(\[]([^()\[\]]{1,12})[)\]]\s*$"
+)  # `Time (s)`, `ax [g]` (not `CO(GT)`)
 FULL_SCALE = {"g": 16.0, "m/s2": 157.0, "m/s^2": 157.0, "m/s²": 157.0, "rad/s": 35.0}
 FULL_SCALE.update({"deg/s": 2000.0, "dps": 2000.0, "°/s": 2000.0})
 
@@ -1215,6 +1220,10 @@ def infer(
             )  # type: ignore[arg-type]
             step = _raw_step(frames, c.name)
             fmt, note = _numeric_format(c, med, step, facts.rates)
+            m = UNIT_IN_NAME.match(c.name)  # `Time (s)`, `t [ms]`: the unit is written
+            named = TIME_UNITS.get(m[2].strip().lower()) if m else None
+            if named:
+                fmt, note = named, None
             kind = 2
         elif c.nonnull and c.iso >= 0.95 * c.nonnull:
             fmt, note, kind = "iso", None, 3
@@ -1539,10 +1548,11 @@ def infer(
                     "add it with allow_missing_channels and window.impute if it matters)"
                 )
             else:
-                channels.append(_channel(name_, c, facts))
-                d.channel_notes[name_] = _range(c)
+                ch = _channel(name_, c, facts)
+                channels.append(ch)
+                d.channel_notes[ch["name"]] = _range(c)
                 if c.missing:
-                    d.channel_notes[name_] += f"; missing in {c.missing_share:.1%} of the rows"
+                    d.channel_notes[ch["name"]] += f"; missing in {c.missing_share:.1%} of the rows"
                     gappy.append(c)
                 for code, k in c.codes.items():  # at an end of the range, in 1 % of the rows
                     if k >= 0.01 * c.rows and code in (c.lo, c.hi):
@@ -1616,6 +1626,13 @@ def _channel(name: str, c: Col, facts: ReadmeFacts) -> dict[str, Any]:
     when every observed value lies inside them."""
     ch: dict[str, Any] = {"name": name}
     unit = facts.units.get(name)
+    m = UNIT_IN_NAME.match(name)
+    if m:  # `Linear Acceleration x (m/s^2)` (Phyphox, spreadsheet exports): the unit from the
+        # name, the lake column a plain one (linear_acceleration_x), the header as the source
+        plain = re.sub(r"[^0-9a-zA-Z]+", "_", m[1]).strip("_").lower()
+        if plain:
+            ch = {"name": plain, "source": name}
+        unit = unit or m[2].strip()
     if unit:
         ch["unit"] = unit
         fs = FULL_SCALE.get(unit)

@@ -707,3 +707,32 @@ def test_a_units_row_under_the_header_becomes_skip_after_header_and_channel_unit
         {"name": "Temp", "unit": "degC"},
     ]
     assert data["timestamp"] == {"column": "Time", "format": "epoch_s"}
+
+
+def test_units_in_the_header_names_phyphox_like(tmp_path: Path):
+    """`"Time (s)","Linear Acceleration x (m/s^2)",...` (Phyphox, spreadsheet exports): the
+    time unit from the name (no TODO), channels named plainly with the header as their source
+    and the unit from the parentheses."""
+    land = tmp_path / "phyphox"
+    rows = ['"Time (s)","Linear Acceleration x (m/s^2)","Absolute acceleration [m/s^2]"']
+    rows += [f"{i * 0.01:.9E},{np.sin(i / 5):.9E},{abs(np.sin(i / 3)):.9E}" for i in range(200)]
+    write_source(land / "Raw Data.csv", "\n".join(rows) + "\n")
+    data, text = init_and_ingest(tmp_path, land, 200)
+    assert data["timestamp"] == {"column": "Time (s)", "format": "epoch_s"}
+    assert "TODO: small non-integral" not in text
+    assert data["channels"] == [
+        {
+            "name": "linear_acceleration_x",
+            "source": "Linear Acceleration x (m/s^2)",
+            "unit": "m/s^2",
+            "min": -157,
+            "max": 157,
+        },
+        {
+            "name": "absolute_acceleration",
+            "source": "Absolute acceleration [m/s^2]",
+            "unit": "m/s^2",
+            "min": -157,
+            "max": 157,
+        },
+    ]
