@@ -1068,6 +1068,7 @@ def infer(
                     names=frames[-1].columns,
                     comment_prefix=dialect.comment_prefix,
                     record_end=dialect.record_end,
+                    decimal_comma=dialect.decimal_comma,
                 )
                 # unreadable further in: the head alone, as before
                 with contextlib.suppress(FileRejected, pl.exceptions.PolarsError, ValueError):

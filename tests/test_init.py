@@ -736,3 +736,23 @@ def test_units_in_the_header_names_phyphox_like(tmp_path: Path):
             "max": 157,
         },
     ]
+
+
+def test_a_large_decimal_comma_file_keeps_its_channels_numeric(tmp_path: Path):
+    """Lines from further into a large file are read with the head's dialect, decimal commas
+    included: the channels stay numeric (they became text with many values before)."""
+    land = tmp_path / "air"
+    lines = _air_quality_lines(14_000)  # about 700 KiB: beyond the 256 KiB head
+    write_source(land / "AirQualityUCI.csv", "\n".join(lines) + "\n")
+    out = tmp_path / "conf" / "air.yaml"
+    r = run("init", str(land), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    data = yaml.safe_load(out.read_text())["data"]
+    assert [c["name"] for c in data["channels"]] == [
+        "CO(GT)",
+        "PT08.S1(CO)",
+        "NMHC(GT)",
+        "T",
+        "RH",
+        "AH",
+    ]
