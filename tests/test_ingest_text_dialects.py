@@ -180,3 +180,30 @@ def test_two_lines_after_the_header_and_the_config_error_without_a_header(tmp_pa
     assert counts(rep) == ("committed", 1, 1, 0, 0)
     with pytest.raises(ConfigError, match="skip_after_header .* needs"):
         _units_cfg(tmp_path, header=False, names=["t", "acc", "temp"])
+
+
+def test_wide_rows_with_decimal_commas(tmp_path: Path):
+    """One series per row, `;`-separated, values written 2,5: melted to exact floats."""
+    raw = {
+        "data": {
+            "name": "w",
+            "csv": {"delimiter": ";", "header": False, "names": ["class"], "decimal_comma": True},
+            "wide": {},
+            "entity": {"parts": ["file", "series"]},
+            "timestamp": {
+                "column": "position",
+                "format": "sample_index",
+                "sample_rate_hz": 1,
+                "start": "2000-01-01T00:00:00Z",
+            },
+            "channels": [{"name": "value"}],
+            "label": {"column": "class", "dtype": "int"},
+        },
+        "lake": {"uri": str(tmp_path / "lake")},
+    }
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    src = write_source(tmp_path / "s_TRAIN.tsv", "1;2,5;-0,25;3\n2;1;1,5;NaN\n")
+    rep = ingest(cfg, [str(src)]).files[0]
+    assert counts(rep) == ("committed", 5, 5, 0, 0), rep.reason
+    df = lake_frame(cfg).sort("entity_id", "timestamp")
+    assert df["value"].to_list() == [2.5, -0.25, 3.0, 1.0, 1.5]

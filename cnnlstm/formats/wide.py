@@ -257,6 +257,10 @@ def melt(
         if as_text:
             col = col.cast(pl.String)
             missing = col.is_null() | col.str.strip_chars().str.to_lowercase().is_in(nulls)
+            if cfg.csv.decimal_comma:  # 2,6 -> 2.6 where that makes a number
+                point = col.str.replace(",", ".", literal=True)
+                ok = point.str.strip_chars().cast(pl.Float64, strict=False).is_not_null()
+                col = pl.when(ok).then(point).otherwise(col)
         else:
             col = col.cast(pl.Float64)
             missing = col.is_null() | col.is_nan()
