@@ -130,7 +130,8 @@ def ingest(
 
 
 def _run_ingest(cfg, paths, **kw):
-    """`cnnlstm.ingest.ingest`; a lake that cannot be used at all exits 3."""
+    """`cnnlstm.ingest.ingest`; a lake that cannot be used at all exits 3, a label table
+    (data.label.table) that cannot be read 2."""
     from cnnlstm.ingest import ingest as run_ingest
     from cnnlstm.lake import LakeError, LakeUnavailable
 
@@ -139,6 +140,9 @@ def _run_ingest(cfg, paths, **kw):
     except (LakeUnavailable, LakeError) as e:
         err.print(f"[red]lake error:[/red] {e}")
         raise typer.Exit(3) from None
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 def _ingest_status(report, complete: bool = True) -> int:

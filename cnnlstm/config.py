@@ -292,6 +292,45 @@ class ChannelSpec(_Strict):
         return self
 
 
+class LabelTable(_Strict):
+    """Labels from an index file: one row per recording (PhysioNet/CinC 2017 REFERENCE.csv,
+    a Kaggle train.csv of id,label, PTB-XL's metadata), read once per ingest."""
+
+    path: str = Field(
+        min_length=1,
+        description="the CSV file (comma-separated), relative to the config file like data.landing",
+    )
+    key: str = Field(min_length=1, description="the table's column holding the id")
+    value: str = Field(min_length=1, description="the table's column holding the label")
+    names: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="the table has no header line: its fields named in order",
+    )
+    match: str = Field(
+        default="file",
+        min_length=1,
+        description="what the key is compared with: file (the file name without its "
+        "extension), entity (each row's entity id) or a data.path_columns group",
+    )
+
+    @model_validator(mode="after")
+    def _columns(self) -> LabelTable:
+        if self.key == self.value:
+            raise ValueError("data.label.table: key and value name the same column")
+        if self.names is not None:
+            dup = {n for n in self.names if self.names.count(n) > 1}
+            if dup:
+                raise ValueError(f"data.label.table.names: duplicate names {sorted(dup)}")
+            for k in ("key", "value"):
+                if getattr(self, k) not in self.names:
+                    raise ValueError(
+                        f"data.label.table.{k}={getattr(self, k)!r} is not one of "
+                        f"data.label.table.names {self.names}"
+                    )
+        return self
+
+
 class LabelSpec(_Strict):
     column: str
     dtype: Literal["int", "float", "bool", "string"] = Field(
@@ -307,17 +346,24 @@ class LabelSpec(_Strict):
         description="a path column (data.path_columns) whose value is the label of files "
         "that have no label column",
     )
+    table: LabelTable | None = Field(
+        default=None,
+        description="an index file giving the label of files that have no label column, "
+        "by file name, entity or path column; default then labels ids it lacks",
+    )
 
     @model_validator(mode="after")
     def _one_default(self) -> LabelSpec:
         if self.default is not None and self.default_from is not None:
             raise ValueError("data.label: give default or default_from, not both")
+        if self.table is not None and self.default_from is not None:
+            raise ValueError("data.label: give table or default_from, not both")
         return self
 
     @property
     def optional(self) -> bool:
         """Files may lack the label column."""
-        return self.default is not None or self.default_from is not None
+        return self.default is not None or self.default_from is not None or self.table is not None
 
 
 ExtraType = Literal["string", "int", "float", "bool"]
@@ -609,6 +655,12 @@ class DataConfig(_Strict):
         if self.label and self.label.default_from and self.label.default_from not in path:
             raise ValueError(
                 f"data.label.default_from={self.label.default_from!r} is not a group of "
+                "data.path_columns.pattern"
+            )
+        table = self.label.table if self.label else None
+        if table and table.match not in ("file", "entity") and table.match not in path:
+            raise ValueError(
+                f"data.label.table.match={table.match!r} is not file, entity or a group of "
                 "data.path_columns.pattern"
             )
         return self

@@ -40,6 +40,7 @@ import xxhash
 from cnnlstm import __version__
 from cnnlstm.config import (
     Config,
+    ConfigError,
     DataConfig,
     TimestampSpec,
     leap_second_pattern,
@@ -50,6 +51,7 @@ from cnnlstm.formats import HEAD, NOT_TEXT, ROW, FileRejected, is_text, read_sou
 from cnnlstm.formats import text as csv_text
 from cnnlstm.formats.base import CLIP, clip
 from cnnlstm.formats.gz import gunzip
+from cnnlstm.label_table import LoadedTable, load_label_table
 from cnnlstm.lake import (
     LEDGER,
     QUARANTINE,
@@ -160,7 +162,9 @@ def ingest(
     ``reprocess``: read sources already in the lake again under the current config and replace
     their rows (atomically: readers see the old rows until the new ledger record commits).
     ``dry_run``: read, map, validate and dedup every file (against the lake too) but write
-    nothing: "committed" then means "would be committed"."""
+    nothing: "committed" then means "would be committed". A data.label.table that cannot be
+    read is a ConfigError here, before any file."""
+    load_label_table(cfg)
     lake = Lake(cfg.lake_uri)
     if not dry_run:
         lake.ensure()
@@ -188,6 +192,8 @@ def ingest_file(
         _fail(rep, e)
     except LakeError:
         raise  # the lake itself is unusable: stop the batch
+    except ConfigError:
+        raise  # the config (data.label.table) is unusable: stop the batch
     except Exception as e:  # a bug or an unforeseen input must not stop the other files
         log.exception("unexpected error ingesting %s", source)
         msg = f"unexpected error: {type(e).__name__}: {clip(e, 300)}"
@@ -347,14 +353,17 @@ def _ingest_one(
 def _path_salt(cfg: Config, meta: FileMeta) -> str:
     """What decides a file's rows besides its bytes: the mapping (`mapping_fingerprint`) and,
     when data.path_columns or a composite entity reads the path, the path values (the same bytes
-    under another path are then other rows)."""
+    under another path are then other rows); with data.label.table, the file's stem and
+    entity (the same bytes under another name may have another label)."""
     d = cfg.data
-    parts: dict[str, Any] = {"mapping": mapping_fingerprint(d)}
+    parts: dict[str, Any] = {"mapping": mapping_fingerprint(d, meta.label_table)}
     if d.path_columns is not None or d.entity.parts:
         parts |= {
             "path": meta.path,
             "file": meta.stem if "file" in (d.entity.parts or []) else None,
         }
+    if meta.label_table is not None:  # the label is looked up by the file's name (or entity)
+        parts["label_key"] = {"file": meta.stem, "entity": meta.entity}
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -549,7 +558,7 @@ def _write_commit(
         "files": files,
         "quarantine_file": qfile,
         "dataset": cfg.data.name,
-        "mapping": mapping_fingerprint(cfg.data),
+        "mapping": mapping_fingerprint(cfg.data, load_label_table(cfg)),
         "supersedes": sorted({r["sha256"] for r in old or []} - {rep.sha256}),
         "cnnlstm_version": __version__,
         "finished_at": datetime.now(UTC).isoformat(),
@@ -583,12 +592,12 @@ def _remove_replaced(lake: Lake, key: str, old: list[dict[str, Any]]) -> None:
             idx.removed(r["sha256"])
 
 
-def mapping_fingerprint(d: DataConfig) -> str:
+def mapping_fingerprint(d: DataConfig, label_table: LoadedTable | None = None) -> str:
     """SHA-256 of the data keys that decide what rows a file gives (entity, timestamp,
     channels and their ranges, label, metadata columns, CSV dialect, path columns; rename,
     wide, denormals, csv.record_end, csv.decimal_comma and csv.encoding when not the
-    default). Part of a
-    source's ledger key: after a fix of these, the same file is read again."""
+    default; label.table with the sha256 of the table file, ``label_table``, when given).
+    Part of a source's ledger key: after a fix of these, the same file is read again."""
     keys = (
         "entity",
         "timestamp",
@@ -605,6 +614,12 @@ def mapping_fingerprint(d: DataConfig) -> str:
     for key, default in (("record_end", None), ("decimal_comma", False), ("encoding", "utf-8")):
         if dump["csv"][key] == default:
             del dump["csv"][key]
+    if dump["label"] is not None:
+        table = dump["label"].pop("table")
+        if table is not None:  # its content decides the labels: an edit reads the files again
+            if label_table is None:
+                raise ValueError("mapping_fingerprint: data.label.table needs the table read")
+            dump["label"]["table"] = table | {"sha256": label_table.sha256}
     doc = {k: dump[k] for k in keys} | {
         "channels": [{k: c[k] for k in ("name", "source", "min", "max")} for c in dump["channels"]]
     }
@@ -684,6 +699,7 @@ class FileMeta:
     entity: str | None = None
     path: dict[str, Any] = field(default_factory=dict)
     stem: str = ""
+    label_table: LoadedTable | None = None  # data.label.table, read (cached) by file_meta
 
 
 def _relative(cfg: Config, source: str) -> str:
@@ -720,6 +736,7 @@ def file_meta(cfg: Config, source: str) -> FileMeta:
         meta.entity = m.groupdict().get("entity") or m.group(0)
         if not meta.entity:
             raise FileRejected(f"data.entity.from_filename gave an empty entity id for {name!r}")
+    meta.label_table = load_label_table(cfg)
     return meta
 
 
@@ -1001,19 +1018,70 @@ def _entity_part(p: str, src: pl.DataFrame, meta: FileMeta) -> pl.Expr:
     return e.str.replace_all("%", "%25", literal=True).str.replace_all("/", "%2F", literal=True)
 
 
-def _label(src: pl.DataFrame, cfg: DataConfig, meta: FileMeta) -> tuple[pl.Expr, pl.Expr | None]:
+def _label(
+    src: pl.DataFrame, cfg: DataConfig, meta: FileMeta, entity: pl.Expr
+) -> tuple[pl.Expr, pl.Expr | None]:
     """The label by data.label.dtype (int accepts integral floats such as 1.0; bool accepts
-    true/false, 1/0, yes/no); files without the label column take data.label.default or the
-    data.label.default_from path column."""
+    true/false, 1/0, yes/no); files without the label column take data.label.table's value
+    (then data.label.default for ids it lacks), data.label.default or the
+    data.label.default_from path column. ``entity``: the rows' entity id (table match entity)."""
     lab = cfg.label
     assert lab is not None
-    dtype = LABEL_DTYPES[lab.dtype]
-    if lab.column not in src.columns:
+    missing: pl.Expr | None = None
+    if lab.column not in src.columns and lab.table is not None:
+        col, missing = _table_label(cfg, meta, entity)
+        stype: pl.DataType = pl.String()
+    elif lab.column not in src.columns:
         value = meta.path.get(lab.default_from) if lab.default_from else lab.default
         col = pl.lit(None if value is None else str(value), dtype=pl.String)
-        stype: pl.DataType = pl.String()
+        stype = pl.String()
     else:
         col, stype = pl.col(lab.column), src.schema[lab.column]
+    typed, err = _typed_label(col, stype, LABEL_DTYPES[lab.dtype])
+    if missing is not None:  # a row without a label converts without error: one reason each
+        err = missing if err is None else pl.coalesce(missing, err)
+    return typed, err
+
+
+def _table_label(
+    cfg: DataConfig, meta: FileMeta, entity: pl.Expr
+) -> tuple[pl.Expr, pl.Expr | None]:
+    """The label text from data.label.table for the rows' key (the file stem, a path column or
+    the entity id), data.label.default where the table lacks the key; without a default those
+    rows get a reason (quarantined)."""
+    lab = cfg.label
+    assert lab is not None and lab.table is not None
+    tbl = meta.label_table
+    if tbl is None:
+        raise ValueError("data.label.table was not read (file_meta reads it)")
+    match = lab.table.match
+    if match == "entity":
+        key = entity.cast(pl.String)
+        col = key.replace_strict(
+            tbl.keys_series, tbl.values_series, default=None, return_dtype=pl.String
+        )
+    else:
+        raw = meta.stem if match == "file" else meta.path.get(match)
+        value = None if raw is None else str(raw)
+        key = pl.lit(value, dtype=pl.String)
+        col = pl.lit(tbl.values.get(value) if value is not None else None, dtype=pl.String)
+    if lab.default is not None:
+        return col.fill_null(pl.lit(str(lab.default), dtype=pl.String)), None
+    err = pl.when(col.is_null()).then(
+        pl.format(
+            "label: no row for '{}' in the label table {} (key {})",
+            key.fill_null("null"),
+            pl.lit(tbl.name),
+            pl.lit(tbl.key),
+        )
+    )
+    return col, err
+
+
+def _typed_label(
+    col: pl.Expr, stype: pl.DataType, dtype: pl.DataType
+) -> tuple[pl.Expr, pl.Expr | None]:
+    """The label text or column ``col`` (of type ``stype``) converted to ``dtype``."""
     if dtype == pl.String:
         return col.cast(pl.String), None
     if dtype == pl.Boolean:
@@ -1079,7 +1147,7 @@ def map_columns(src: pl.DataFrame, cfg: DataConfig, meta: FileMeta | None = None
             )
         exprs[ch.name] = typed.cast(pl.Float32)
     if cfg.label is not None:
-        typed, err = _label(src, cfg, meta)
+        typed, err = _label(src, cfg, meta, exprs["entity_id"])
         exprs["label"] = typed
         if err is not None:
             errs.append(err)
