@@ -1494,7 +1494,17 @@ def infer(
             ),
             None,
         )
-        if folder is not None and "label" not in cols:
+        # each file's class in an index table beside the files (CinC 2017's REFERENCE.csv)
+        others_ = [landing / r for r in left_kinds if _kind(r) == "table"]
+        others_ += [q for q in sorted(landing.parent.glob("*.csv")) if q.is_file()]
+        table = _label_table(others_, {file_stem(r) for r in rel_all}, out)
+        if table is not None and "label" not in cols:
+            data["label"] = {"column": "label", "dtype": "string", "table": table[0]}
+            d.todo(
+                "label.table",
+                f"{table[1]}: each file's label from that table (match: file); check it",
+            )
+        elif folder is not None and "label" not in cols:
             # one class per folder (normal/, inner_race/): the label of every file in it
             data["label"] = {"column": "label", "dtype": "string", "default_from": folder}
             seen = sorted({str(pg.values[r].get(folder)) for r in pg.values})
@@ -1755,6 +1765,53 @@ def _draft_wide_arff(
     data["label"] = {"column": last, "dtype": dtype}
     d.comments["label.dtype"] = "values seen: " + ", ".join(sorted(lab.distinct)[:12])
     return d
+
+
+def _label_table(
+    candidates: list[Path], stems: set[str], out: Path
+) -> tuple[dict[str, Any], str] | None:
+    """A small CSV table one of whose columns holds at least 80 % of the data files' names
+    (stems) and another at most 50 distinct values: ``label.table`` for it (path relative to
+    the config file), and why. Headerless tables (`A00001,N`) get ``names``."""
+    if not stems:
+        return None
+    for p in candidates:
+        try:
+            if p.stat().st_size > 20 << 20:
+                continue
+            raw = p.read_bytes()
+        except OSError:
+            continue
+        for header in (True, False):
+            try:
+                df = pl.read_csv(
+                    raw, has_header=header, infer_schema=False, truncate_ragged_lines=True
+                )
+            except pl.exceptions.PolarsError:
+                break
+            if df.width < 2 or df.height == 0:
+                break
+            if header and any(c.strip() in stems for c in df.columns):
+                continue  # the first line is a record (A00001,N): no header
+            if not header:
+                df.columns = ["record", "class", *[f"c{i}" for i in range(2, df.width)]]
+            df = df.select(pl.all().str.strip_chars())
+            for key in df.columns:
+                hits = len(stems & set(df[key].drop_nulls().to_list()))
+                if hits < 0.8 * len(stems):
+                    continue
+                for val in df.columns:
+                    if val != key and 2 <= df[val].n_unique() <= 50:
+                        t: dict[str, Any] = {"path": os.path.relpath(p, out.resolve().parent)}
+                        if not header:
+                            t["names"] = df.columns
+                        t |= {"key": key, "value": val, "match": "file"}
+                        why = (
+                            f"{p.name} names {hits} of the {len(stems)} files in {key!r} "
+                            f"with {df[val].n_unique()} values in {val!r}"
+                        )
+                        return t, why
+    return None
 
 
 def _value_pattern(names: list[str]) -> str:
@@ -2109,7 +2166,12 @@ def render(d: Draft, landing_arg: str, out: Path) -> str:
     if "label" in data:
         line(1, "label", None)
         for k, v in data["label"].items():
-            line(2, k, v, f"label.{k}")
+            if isinstance(v, dict):  # label.table
+                txt = f"    {k}: {_flow(v)}"
+                note = c.get(f"label.{k}")
+                L.append(f"{txt:<40}  # {note}" if note else txt)
+            else:
+                line(2, k, v, f"label.{k}")
     if "columns" in data:
         line(1, "columns", None, "columns")
         for k, v in data["columns"].items():

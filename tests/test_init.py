@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 from conftest import lake_frame, write_source
@@ -756,3 +757,37 @@ def test_a_large_decimal_comma_file_keeps_its_channels_numeric(tmp_path: Path):
         "RH",
         "AH",
     ]
+
+
+def test_cinc_like_mat_files_with_a_headerless_reference_table(tmp_path: Path):
+    """One `.mat` per recording (variable `val`, 1 x N) and `REFERENCE.csv` of `A00001,N`
+    lines beside them (PhysioNet/CinC 2017): the label comes from that table by file name."""
+    sio = pytest.importorskip("scipy.io")
+    land = tmp_path / "training2017"
+    land.mkdir()
+    rng = np.random.default_rng(7)
+    ref = []
+    for i in range(1, 7):
+        name = f"A{i:05d}"
+        sio.savemat(
+            land / f"{name}.mat", {"val": (rng.normal(size=(1, 90)) * 100).astype(np.int16)}
+        )
+        (land / f"{name}.hea").write_text(f"{name} 1 300 90\n")
+        ref.append(f"{name},{'NAO~'[i % 4]}")
+    (land / "REFERENCE.csv").write_text("\n".join(ref) + "\n")
+    (land / "README.txt").write_text("ECG recordings sampled at 300 Hz.\n")
+    data, _ = init_and_ingest(tmp_path, land, 6 * 90)
+    assert data["label"] == {
+        "column": "label",
+        "dtype": "string",
+        "table": {
+            "path": "../training2017/REFERENCE.csv",
+            "names": ["record", "class"],
+            "key": "record",
+            "value": "class",
+            "match": "file",
+        },
+    }
+    lake = lake_frame(load_config(tmp_path / "conf" / "my.yaml"))
+    firsts = lake.group_by("entity_id").agg(pl.col("label").first()).sort("entity_id")
+    assert firsts["label"].to_list() == ["A", "O", "~", "N", "A", "O"]
