@@ -36,7 +36,7 @@ from cnnlstm.config import (
     config_from_dict,
 )
 from cnnlstm.config import DEFAULT_INCLUDE as CONFIG_INCLUDE
-from cnnlstm.formats import ROW, FileRejected, arff, read_source
+from cnnlstm.formats import ROW, FileRejected, read_source
 from cnnlstm.formats.text import INDEX_COLUMN, looks_indexed, read_csv
 from cnnlstm.ingest import ISO_AWARE, ISO_NAIVE, file_stem
 
@@ -1725,7 +1725,7 @@ def read_arff(path: Path, notes: list[str], rel: str, max_bytes: int) -> pl.Data
     """The head of an ARFF file read by ingest's reader (`formats.arff`: the attributes as
     columns, `?` missing), as strings; the reader's notes go to ``notes``."""
     said: list[str] = []
-    df, _ = arff.read(_head(path, max_bytes), path.name, permissive(), 4 << 30, 500_000_000, said)
+    df, _ = read_source(_head(path, max_bytes), path.name, permissive(), 4 << 30, 500_000_000, said)
     notes += [f"{rel}: {n}" for n in said]
     return df.drop(ROW).select(pl.all().cast(pl.String))
 
@@ -1758,9 +1758,7 @@ def _draft_wide_arff(
         f"one series per row (data.wide): {len(values)} value attributes, the class last "
         f"({last!r}: {lab.n_distinct} values)"
     )
-    _series_draft(d, rel_all, facts, lengths, missing, classify=True)
-    data["channels"] = [{"name": "value"}]
-    d.channel_notes["value"] = "the melted values (data.wide.value_name)"
+    _melted_series(d, rel_all, facts, lengths, missing)
     dtype = "int" if lab.is_numeric and lab.integral else "string"
     data["label"] = {"column": last, "dtype": dtype}
     d.comments["label.dtype"] = "values seen: " + ", ".join(sorted(lab.distinct)[:12])
@@ -1784,9 +1782,7 @@ def _label_table(
             continue
         for header in (True, False):
             try:
-                df = pl.read_csv(
-                    raw, has_header=header, infer_schema=False, truncate_ragged_lines=True
-                )
+                df = pl.read_csv(raw, has_header=header, infer_schema=False)
             except pl.exceptions.PolarsError:
                 break
             if df.width < 2 or df.height == 0:
@@ -1821,6 +1817,16 @@ def _value_pattern(names: list[str]) -> str:
     if m and all(re.fullmatch(re.escape(m[1]) + r"\d+", n) for n in names):
         return rf"^{re.escape(m[1])}\d+$"
     return "^(" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def _melted_series(
+    d: Draft, rel_all: list[str], facts: ReadmeFacts, lengths: list[int], missing: bool
+) -> None:
+    """What a wide draft (CSV text or ARFF) shares: the series keys and window, and the one
+    melted channel."""
+    _series_draft(d, rel_all, facts, lengths, missing, classify=True)
+    d.data["channels"] = [{"name": "value"}]
+    d.channel_notes["value"] = "the melted values (data.wide.value_name)"
 
 
 def _series_lengths(frames: list[pl.DataFrame]) -> tuple[list[int], bool]:
@@ -2022,9 +2028,7 @@ def _draft_wide(
         f"one series per row (data.wide): {frames[0].width - 1} value fields, the class first "
         f"({len(classes)} values: {', '.join(classes[:8])})"
     )
-    _series_draft(d, rel_all, facts, lengths, missing, classify=True)
-    data["channels"] = [{"name": "value"}]
-    d.channel_notes["value"] = "the melted values (data.wide.value_name)"
+    _melted_series(d, rel_all, facts, lengths, missing)
     data["label"] = {"column": "class", "dtype": "int"}
     d.comments["label.dtype"] = "values seen: " + ", ".join(classes[:12])
     return d

@@ -52,6 +52,8 @@ import polars as pl
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from cnnlstm.config import DEFAULT_INCLUDE
+
 READINGS = "readings"
 QUARANTINE = "_quarantine"
 LEDGER = "_ledger"
@@ -1031,17 +1033,7 @@ def _holds(paths: list[str]) -> str:
     return "it holds " + ", ".join(f"{n} {e}" for e, n in top)
 
 
-SOURCE_PATTERNS = [
-    "*.csv",
-    "*.csv.gz",
-    "*.parquet",
-    "*.pq",
-    "*.mat",
-    "*.npy",
-    "*.npz",
-    "*.ts",
-    "*.arff",
-]
+SOURCE_PATTERNS = list(DEFAULT_INCLUDE)  # data.include's default: one list for both
 
 
 def _is_source(name: str, patterns: list[str]) -> bool:
